@@ -1,0 +1,46 @@
+"""The pure-function core: bijectors, base distributions and flows."""
+
+from genlearn.core.bijectors import (
+    Bijector,
+    chain,
+    check_example,
+    fixed_affine,
+    logit_box,
+    make_bijector,
+    permutation,
+    random_permutation,
+    reverse,
+    scale,
+)
+from genlearn.core.distributions import (
+    Distribution,
+    diag_gaussian,
+    logistic,
+    make_base,
+    standard_normal,
+    uniform,
+)
+from genlearn.core.flow import Flow, check_batch, make_flow, transformed
+
+__all__ = [
+    "Bijector",
+    "Distribution",
+    "Flow",
+    "chain",
+    "check_batch",
+    "check_example",
+    "diag_gaussian",
+    "fixed_affine",
+    "logistic",
+    "logit_box",
+    "make_base",
+    "make_bijector",
+    "make_flow",
+    "permutation",
+    "random_permutation",
+    "reverse",
+    "scale",
+    "standard_normal",
+    "transformed",
+    "uniform",
+]

@@ -1,0 +1,147 @@
+"""Base distributions Q for pushforward models, as NamedTuples of pure functions.
+
+``log_prob(params, z)`` acts on one example of shape (dim,) (vmap for batches,
+like bijectors); ``sample(params, key, n)`` returns an (n, dim) array.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from genlearn.core.bijectors import _check_dim, check_example
+
+__all__ = [
+    "Distribution",
+    "standard_normal",
+    "diag_gaussian",
+    "logistic",
+    "uniform",
+    "make_base",
+]
+
+Params = Any
+Array = jax.Array
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Distribution(NamedTuple):
+    """A base distribution.
+
+    Attributes:
+      init: ``init(key) -> params`` (``{}`` for a fixed distribution).
+      log_prob: ``(params, z) -> scalar`` for z of shape (dim,).
+      sample: ``(params, key, n) -> (n, dim)``.
+      dim: the dimension.
+    """
+
+    init: Callable[[Array], Params]
+    log_prob: Callable[[Params, Array], Array]
+    sample: Callable[[Params, Array, int], Array]
+    dim: int
+
+
+def _fixed(key):
+    del key
+    return {}
+
+
+def _checked(log_prob, dim):
+    def checked(params, z):
+        check_example(z, dim, "base log_prob")
+        return log_prob(params, z)
+
+    return checked
+
+
+def standard_normal(dim: int) -> Distribution:
+    """N(0, I): log q(z) = -0.5 ||z||^2 - (d/2) log 2 pi."""
+    dim = _check_dim(dim)
+
+    def log_prob(params, z):
+        del params
+        return -0.5 * jnp.sum(z**2) - 0.5 * dim * _LOG_2PI
+
+    def sample(params, key, n):
+        del params
+        return jax.random.normal(key, (n, dim))
+
+    return Distribution(_fixed, _checked(log_prob, dim), sample, dim)
+
+
+def diag_gaussian(dim: int) -> Distribution:
+    """N(mu, diag(sigma^2)) with learnable ``mean`` and ``log_std`` (start at N(0, I))."""
+    dim = _check_dim(dim)
+
+    def init(key):
+        del key
+        return {"mean": jnp.zeros((dim,)), "log_std": jnp.zeros((dim,))}
+
+    def log_prob(params, z):
+        mean = params["mean"].astype(z.dtype)
+        log_std = params["log_std"].astype(z.dtype)
+        u = (z - mean) * jnp.exp(-log_std)
+        return -0.5 * jnp.sum(u**2) - jnp.sum(log_std) - 0.5 * dim * _LOG_2PI
+
+    def sample(params, key, n):
+        eps = jax.random.normal(key, (n, dim))
+        return params["mean"] + jnp.exp(params["log_std"]) * eps
+
+    return Distribution(init, _checked(log_prob, dim), sample, dim)
+
+
+def logistic(dim: int) -> Distribution:
+    """Independent standard logistics, the NICE prior: log q(z) = -sum softplus(z) + softplus(-z)."""
+    dim = _check_dim(dim)
+
+    def log_prob(params, z):
+        del params
+        return -jnp.sum(jax.nn.softplus(z) + jax.nn.softplus(-z))
+
+    def sample(params, key, n):
+        del params
+        return jax.random.logistic(key, (n, dim))
+
+    return Distribution(_fixed, _checked(log_prob, dim), sample, dim)
+
+
+def uniform(dim: int, low: float = 0.0, high: float = 1.0) -> Distribution:
+    """Uniform on the box [low, high]^dim; log q = -d log(high - low) inside, -inf outside."""
+    dim = _check_dim(dim)
+    if not high > low:
+        raise ValueError(f"uniform: need high > low, got low={low}, high={high}")
+    log_vol = dim * math.log(high - low)
+
+    def log_prob(params, z):
+        del params
+        inside = jnp.all((z >= low) & (z <= high))
+        return jnp.where(inside, -log_vol, -jnp.inf).astype(z.dtype)
+
+    def sample(params, key, n):
+        del params
+        return jax.random.uniform(key, (n, dim), minval=low, maxval=high)
+
+    return Distribution(_fixed, _checked(log_prob, dim), sample, dim)
+
+
+_BASES = {
+    "normal": standard_normal,
+    "diag_gaussian": diag_gaussian,
+    "logistic": logistic,
+    "uniform": uniform,
+}
+
+
+def make_base(base: str | Distribution, dim: int) -> Distribution:
+    """Returns ``base`` if it is a Distribution, else builds one by name."""
+    if isinstance(base, Distribution):
+        if base.dim != dim:
+            raise ValueError(f"base distribution has dim {base.dim}, model has dim {dim}")
+        return base
+    if base not in _BASES:
+        raise ValueError(f"unknown base distribution {base!r}; choose one of {sorted(_BASES)}")
+    return _BASES[base](dim)

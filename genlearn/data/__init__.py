@@ -1,0 +1,73 @@
+"""Data sets for genlearn: seeded 2-D toys, the 8x8 digits, and data helpers.
+
+* ``toys``: pure JAX generators ``name(key, n, **params) -> (n, 2) float32``.
+* ``digits``: the scikit-learn digits split, uniform dequantization, bits/dim.
+* ``registry``: ``load_dataset(name, seed=...)`` for every named data set.
+* ``scaling``: standardisation as a bijection with its log-determinant.
+* ``validation``: ``check_data``, the gate for every data matrix.
+"""
+
+from genlearn.data.digits import (
+    DIGITS_DIM,
+    DIGITS_LEVELS,
+    DIGITS_NUM_EXAMPLES,
+    digits_split_indices,
+    load_digits_split,
+    nats_to_bits_per_dim,
+    uniform_dequantize,
+)
+from genlearn.data.registry import (
+    DATASETS,
+    TOY_N_TEST,
+    TOY_N_TRAIN,
+    Dataset,
+    load_dataset,
+)
+from genlearn.data.scaling import standardize, standardize_stats, unstandardize
+from genlearn.data.toys import (
+    checkerboard,
+    circles,
+    grid25,
+    grid25_centers,
+    pinwheel,
+    ring8,
+    ring8_centers,
+    swiss_roll,
+    two_moons,
+    two_spirals,
+)
+from genlearn.data.validation import check_data
+
+__all__ = [
+    # toys
+    "two_moons",
+    "circles",
+    "ring8",
+    "ring8_centers",
+    "grid25",
+    "grid25_centers",
+    "checkerboard",
+    "pinwheel",
+    "two_spirals",
+    "swiss_roll",
+    # digits
+    "DIGITS_LEVELS",
+    "DIGITS_NUM_EXAMPLES",
+    "DIGITS_DIM",
+    "digits_split_indices",
+    "load_digits_split",
+    "uniform_dequantize",
+    "nats_to_bits_per_dim",
+    # registry
+    "DATASETS",
+    "Dataset",
+    "load_dataset",
+    "TOY_N_TRAIN",
+    "TOY_N_TEST",
+    # scaling
+    "standardize_stats",
+    "standardize",
+    "unstandardize",
+    # validation
+    "check_data",
+]

@@ -1,0 +1,64 @@
+"""Losses. Strong form (lecture eq. 3): the empirical KL(P_n || P_theta) up to a
+constant is the negative log-likelihood -(1/n) sum_i log p_theta(x_i); with a
+regulariser it becomes eq. (2): L(P_theta, P_n) + lambda R(theta).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["nll", "l2_penalty"]
+
+Array = jax.Array
+
+
+def l2_penalty(params: Any) -> Array:
+    """R(theta) = sum of squared entries of every array in the params pytree."""
+    leaves = jax.tree_util.tree_leaves(params)
+    return sum((jnp.sum(jnp.square(p)) for p in leaves), jnp.zeros(()))
+
+
+def nll(
+    model: Any,
+    *,
+    weight_decay: float = 0.0,
+    regularizer: Callable[[Any], Array] = l2_penalty,
+    dequantize: Callable[[Array, Array], Array] | None = None,
+) -> Callable:
+    """Negative log-likelihood loss for any model with ``log_prob(params, x) -> (n,)``.
+
+    loss(params, batch) = -(1/B) sum_i log p_theta(x_i) + weight_decay * R(theta)
+
+    Args:
+      model: anything exposing ``log_prob(params, x)`` for a batch (a Flow, a
+        Gaussian mixture, ...).
+      weight_decay: lambda >= 0 in front of the regulariser.
+      regularizer: R(theta); defaults to :func:`l2_penalty`.
+      dequantize: optional ``(key, batch) -> batch`` applied first (e.g.
+        ``genlearn.data.uniform_dequantize``); then the loss takes a ``key``
+        argument, drawing fresh noise each call.
+
+    Returns:
+      ``loss(params, batch)``, or ``loss(params, batch, key)`` when ``dequantize`` is given.
+    """
+    if not weight_decay >= 0:
+        raise ValueError(f"nll: weight_decay must be >= 0, got {weight_decay}")
+    log_prob = model.log_prob
+
+    def _reg(params):
+        return weight_decay * regularizer(params) if weight_decay > 0 else 0.0
+
+    if dequantize is None:
+
+        def loss(params, batch):
+            return -jnp.mean(log_prob(params, batch)) + _reg(params)
+
+        return loss
+
+    def loss_with_key(params, batch, key):
+        return -jnp.mean(log_prob(params, dequantize(key, batch))) + _reg(params)
+
+    return loss_with_key

@@ -1,0 +1,56 @@
+"""flax.linen networks used as conditioners, critics, energies and generators."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+__all__ = ["MLP", "activation_fn", "ACTIVATIONS"]
+
+ACTIVATIONS: dict[str, Callable] = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+    "silu": nn.silu,
+    "elu": nn.elu,
+    "leaky_relu": nn.leaky_relu,
+}
+
+
+def activation_fn(name: str | Callable) -> Callable:
+    """Looks an activation up by name (or returns a callable unchanged)."""
+    if callable(name):
+        return name
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron ``R^in -> R^out``.
+
+    Attributes:
+      hidden: widths of the hidden layers.
+      out: output width.
+      activation: a callable or a name from :data:`ACTIVATIONS`.
+      zero_init_last: zero the last layer's kernel and bias, so that a coupling
+        layer built on it starts at the identity map.
+    """
+
+    hidden: Sequence[int]
+    out: int
+    activation: str | Callable = "relu"
+    zero_init_last: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        act = activation_fn(self.activation)
+        for width in self.hidden:
+            x = act(nn.Dense(width)(x))
+        if self.zero_init_last:
+            last = nn.Dense(self.out, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+        else:
+            last = nn.Dense(self.out)
+        return last(x)

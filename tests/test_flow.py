@@ -1,0 +1,144 @@
+"""Flow-level properties: the change-of-variables density is a normalised density,
+agrees with a brute-force Jacobian, and sampling agrees with log_prob."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import genlearn as gl
+from genlearn import core, flows
+from tests.helpers import perturb
+
+H = (32, 32)
+
+
+def _flows():
+    return {
+        "realnvp": flows.realnvp(2, num_layers=4, hidden=H),
+        "nice": flows.nice(2, num_layers=4, hidden=H),
+        "nice_normal": flows.nice(2, num_layers=2, hidden=H, base="normal"),
+        "realnvp_diag": flows.realnvp(2, num_layers=2, hidden=H, base="diag_gaussian"),
+    }
+
+
+@pytest.mark.parametrize("name", ["realnvp", "nice", "nice_normal", "realnvp_diag"])
+def test_density_integrates_to_one(name):
+    flow = _flows()[name]
+    params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
+    g = jnp.linspace(-12, 12, 601)
+    xx, yy = jnp.meshgrid(g, g)
+    grid = jnp.stack([xx.ravel(), yy.ravel()], 1)
+    dens = jnp.exp(jax.jit(flow.log_prob)(params, grid))
+    mass = float(dens.sum() * (g[1] - g[0]) ** 2)
+    assert abs(mass - 1.0) < 1e-2
+
+
+@given(seed=st.integers(0, 10_000))
+def test_log_prob_equals_brute_force_change_of_variables(seed):
+    flow = flows.realnvp(3, num_layers=3, hidden=H)
+    params = perturb(flow.init(jax.random.PRNGKey(seed)), jax.random.PRNGKey(seed + 1), 0.05)
+    x = jax.random.normal(jax.random.PRNGKey(seed + 2), (5, 3))
+    inv = lambda xi: flow.bijector.inverse(params["bijector"], xi)
+    z = jax.vmap(inv)(x)
+    jac = jax.vmap(jax.jacfwd(inv))(x)
+    ref = jax.vmap(lambda zi: flow.base.log_prob({}, zi))(z) + jnp.linalg.slogdet(jac)[1]
+    np.testing.assert_allclose(flow.log_prob(params, x), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_sample_and_log_prob_consistent():
+    flow = flows.realnvp(4, num_layers=4, hidden=H)
+    params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
+    x, lp = flow.sample_and_log_prob(params, jax.random.PRNGKey(2), 64)
+    np.testing.assert_allclose(lp, flow.log_prob(params, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(x, flow.sample(params, jax.random.PRNGKey(2), 64), rtol=1e-6)
+    np.testing.assert_allclose(flow.apply(params, flow.inverse(params, x)), x, atol=1e-5)
+
+
+def test_samples_follow_the_density():
+    """A flow that is a fixed affine map of N(0, I) samples N(mean, diag(std^2))."""
+    mean, std = np.array([1.0, -2.0]), np.array([0.5, 3.0])
+    flow = gl.make_flow(core.standard_normal(2), core.fixed_affine(mean, std))
+    params = flow.init(jax.random.PRNGKey(0))
+    x = np.asarray(flow.sample(params, jax.random.PRNGKey(1), 200_000))
+    np.testing.assert_allclose(x.mean(0), mean, atol=0.03)
+    np.testing.assert_allclose(x.std(0), std, rtol=0.01)
+    from scipy.stats import norm
+
+    ref = norm.logpdf(x[:10], mean, std).sum(1)
+    np.testing.assert_allclose(flow.log_prob(params, jnp.asarray(x[:10])), ref, rtol=1e-5)
+
+
+def test_transformed_flow_is_a_density_in_data_space():
+    """Appending a fixed bijector (here un-standardisation) keeps params and shifts log p by its log-det."""
+    flow = flows.realnvp(2, num_layers=2, hidden=H)
+    params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
+    mean, std = np.array([3.0, -1.0]), np.array([2.0, 0.25])
+    data_flow = core.transformed(flow, core.fixed_affine(mean, std))
+    x = jax.random.normal(jax.random.PRNGKey(2), (7, 2)) * std + mean
+    expected = flow.log_prob(params, (x - mean) / std) - np.log(std).sum()
+    np.testing.assert_allclose(data_flow.log_prob(params, x), expected, rtol=1e-5, atol=1e-5)
+    assert jax.tree_util.tree_structure(data_flow.init(jax.random.PRNGKey(0))) == jax.tree_util.tree_structure(params)
+
+
+def test_logit_box_flow_lives_on_the_box():
+    flow = core.transformed(flows.realnvp(3, num_layers=2, hidden=H), core.logit_box(3, upper=17.0))
+    params = flow.init(jax.random.PRNGKey(0))
+    x = flow.sample(params, jax.random.PRNGKey(1), 1000)
+    c = 17.0 / 0.9  # upper / (1 - 2 alpha): the image of R is (-c alpha, 17 + c alpha)
+    assert float(x.min()) > -0.05 * c and float(x.max()) < 17.0 + 0.05 * c
+    np.testing.assert_allclose(flow.apply(params, flow.inverse(params, x)), x, atol=1e-3)
+
+
+def test_jit_equals_no_jit_and_float64():
+    flow = flows.realnvp(2, num_layers=2, hidden=H)
+    params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (16, 2)))
+    lp = flow.log_prob(params, jnp.asarray(x))
+    np.testing.assert_allclose(jax.jit(flow.log_prob)(params, jnp.asarray(x)), lp, rtol=1e-5, atol=1e-5)
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), params)
+        lp64 = flow.log_prob(p64, jnp.asarray(x, jnp.float64))
+        assert lp64.dtype == jnp.float64
+        s64 = flow.sample(p64, jax.random.PRNGKey(3), 4)
+        assert s64.dtype == jnp.float64
+    np.testing.assert_allclose(lp, lp64, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (jnp.zeros((4, 3)), "model has dim 2 but data has dim 3"),
+        (jnp.zeros((4,)), r"expected a batch of shape \(n, 2\)"),
+        (jnp.zeros((0, 2)), "empty batch"),
+    ],
+)
+def test_log_prob_bad_shapes(x, match):
+    flow = flows.realnvp(2, num_layers=1, hidden=H)
+    with pytest.raises(ValueError, match=match):
+        flow.log_prob(flow.init(jax.random.PRNGKey(0)), x)
+
+
+def test_sample_bad_n():
+    flow = flows.nice(2, num_layers=1, hidden=H)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        flow.sample(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0)
+
+
+def test_nll_loss_and_weight_decay():
+    flow = flows.realnvp(2, num_layers=1, hidden=H)
+    params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
+    x = jax.random.normal(jax.random.PRNGKey(2), (8, 2))
+    loss = gl.losses.nll(flow)
+    np.testing.assert_allclose(loss(params, x), -flow.log_prob(params, x).mean(), rtol=1e-6)
+    reg = gl.losses.nll(flow, weight_decay=0.1)
+    l2 = sum(float(jnp.sum(a**2)) for a in jax.tree_util.tree_leaves(params))
+    np.testing.assert_allclose(reg(params, x), loss(params, x) + 0.1 * l2, rtol=1e-5)
+    deq = gl.losses.nll(flow, dequantize=lambda k, b: b + jax.random.uniform(k, b.shape))
+    a = deq(params, x, jax.random.PRNGKey(0))
+    b = deq(params, x, jax.random.PRNGKey(1))
+    assert np.isfinite(a) and a != b
+    with pytest.raises(ValueError, match="weight_decay"):
+        gl.losses.nll(flow, weight_decay=-1.0)
