@@ -1,0 +1,92 @@
+"""PNG figures for runs: samples, 2-D densities, digit grids and loss curves (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["plot_samples_2d", "plot_density_2d", "plot_digit_grid", "plot_loss"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+
+
+def plot_samples_2d(samples: np.ndarray, data: np.ndarray | None, path: str, title: str = "samples") -> None:
+    """Scatter of model samples beside the data (both (n, 2))."""
+    plt = _plt()
+    panels = [("data", data), (title, samples)] if data is not None else [(title, samples)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    lo = np.percentile(np.concatenate([p for _, p in panels if p is not None]), [0.5, 99.5], axis=0)
+    pad = 0.1 * (lo[1] - lo[0])
+    for ax, (name, pts) in zip(axes[0], panels):
+        ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5)
+        ax.set_xlim(lo[0, 0] - pad[0], lo[1, 0] + pad[0])
+        ax.set_ylim(lo[0, 1] - pad[1], lo[1, 1] + pad[1])
+        ax.set_title(name)
+        ax.set_aspect("equal")
+    _save(fig, path)
+
+
+def plot_density_2d(log_prob: Callable[[np.ndarray], np.ndarray], data: np.ndarray, path: str,
+                    title: str = "model density", resolution: int = 200) -> None:
+    """Heat map of exp(log_prob) on a grid covering the data."""
+    plt = _plt()
+    lo, hi = np.percentile(data, [0.5, 99.5], axis=0)
+    pad = 0.15 * (hi - lo)
+    gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+    gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    xx, yy = np.meshgrid(gx, gy)
+    grid = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
+    dens = np.exp(np.asarray(log_prob(grid))).reshape(resolution, resolution)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    im = ax.imshow(dens, origin="lower", extent=(gx[0], gx[-1], gy[0], gy[-1]), cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_digit_grid(samples: np.ndarray, path: str, levels: int = 17, title: str = "samples",
+                    rows: int = 8, cols: int = 8) -> None:
+    """A grid of 8x8 digit images; values are clipped to [0, levels)."""
+    plt = _plt()
+    n = min(rows * cols, samples.shape[0])
+    side = int(round(np.sqrt(samples.shape[1])))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9))
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(np.clip(samples[i], 0, levels - 1).reshape(side, side), cmap="gray_r", vmin=0, vmax=levels - 1)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_loss(history: dict, path: str, ylabel: str = "loss") -> None:
+    """Training loss (moving average) and validation loss against the step."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    train = np.asarray(history.get("train_loss", []), dtype=float)
+    if train.size:
+        w = max(1, train.size // 100)
+        smooth = np.convolve(np.nan_to_num(train, nan=np.nanmean(train)), np.ones(w) / w, mode="valid")
+        ax.plot(np.arange(smooth.size) + w - 1, smooth, label="train (moving average)")
+    if len(history.get("val_loss", [])):
+        ax.plot(history["val_step"], history["val_loss"], "o-", ms=3, label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, path)
