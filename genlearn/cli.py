@@ -144,10 +144,6 @@ def _cmd_fit(args, parser) -> int:
         os.remove(probe)
     except OSError as err:
         return _fail(f"cannot write to run directory {out!r}: {err}", 2)
-    if not args.resume and os.path.isdir(os.path.join(out, "checkpoints")):
-        import shutil
-
-        shutil.rmtree(os.path.join(out, "checkpoints"))
     try:
         params, cfg, result = train_run(args.model, dataset, config, out=out, progress=not args.no_progress,
                                         resume=args.resume, data_seed=args.data_seed)

@@ -177,6 +177,10 @@ def train_run(model_name: str, dataset: Dataset, config: TrainConfig, *, out: st
         # Clipping the global gradient norm removes the loss spikes of affine couplings.
         optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
     ckpt = os.path.join(out, "checkpoints") if out else None
+    if ckpt and not resume and os.path.isdir(ckpt):
+        import shutil
+
+        shutil.rmtree(ckpt)  # a fresh (non-resumed) run starts from its own first step
     result = fit(loss, params, train, optimizer=optimizer, steps=config.steps, batch_size=config.batch_size,
                  key=k_fit, val_fraction=config.val_fraction, eval_every=config.eval_every,
                  patience=config.patience, checkpoint_dir=ckpt, resume=resume, progress=progress,
