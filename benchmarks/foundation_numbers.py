@@ -57,11 +57,12 @@ def main(out_dir=os.path.join(HERE, "results")):
     lines = ["# Foundation figures", "", "Command: `python benchmarks/foundation_numbers.py` (CPU, 2 cores).", "",
              "| model / data | held-out NLL (nats, data units) | standardised NLL | bits/dim | train s |",
              "|---|---|---|---|---|"]
+    fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
     for name, m in rows.items():
         if "/" not in name:
             continue
-        lines.append(f"| {name} | {m['test_nll']:.4f} | {m.get('test_nll_standardized', float('nan')):.4f} | "
-                     f"{m.get('test_bits_per_dim', float('nan')):.4f} | {m['train_seconds']:.0f} |")
+        lines.append(f"| {name} | {m['test_nll']:.4f} | {fmt(m.get('test_nll_standardized'))} | "
+                     f"{fmt(m.get('test_bits_per_dim'))} | {m['train_seconds']:.0f} |")
     lines += ["", "scikit-learn GaussianMixture on the same dequantised digits (bits/dim, lower is better):", ""]
     lines += [f"- {k}: {v:.4f}" for k, v in gmm.items()]
     with open(os.path.join(out_dir, "foundation.md"), "w") as fh:
