@@ -35,8 +35,8 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--max-iter", type=int, default=100)
     ap.add_argument("--reg-covar", type=float, default=1e-6)
-    ap.add_argument("--n-init", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--n-init", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from sklearn.mixture import GaussianMixture
 
