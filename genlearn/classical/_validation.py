@@ -9,15 +9,13 @@ shape is checked there.
 
 from __future__ import annotations
 
-import math
-import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genlearn.data.validation import check_data
+from genlearn.data.validation import as_integer, check_data, check_positive  # noqa: F401 (re-exported)
 
 Array = jax.Array
 
@@ -55,28 +53,11 @@ def check_query(x: Any, dim: int, where: str) -> Array:
 
 def check_int(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:
     """A Python int in ``[minimum, maximum]``."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    v = as_integer(value, name)
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
     if maximum is not None and v > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {v}")
-    return v
-
-
-def check_positive(value: Any, name: str, allow_zero: bool = False) -> float:
-    """A finite real number > 0 (>= 0 with ``allow_zero``)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
     return v
 
 

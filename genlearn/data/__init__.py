@@ -36,7 +36,7 @@ from genlearn.data.toys import (
     two_moons,
     two_spirals,
 )
-from genlearn.data.validation import check_data
+from genlearn.data.validation import as_integer, check_data, check_positive
 
 __all__ = [
     # toys
@@ -70,4 +70,6 @@ __all__ = [
     "unstandardize",
     # validation
     "check_data",
+    "as_integer",
+    "check_positive",
 ]

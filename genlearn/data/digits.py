@@ -31,14 +31,13 @@ figure is
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genlearn.data.validation import _check_seed
+from genlearn.data.validation import _check_seed, as_integer
 
 __all__ = [
     "DIGITS_LEVELS",
@@ -77,12 +76,7 @@ def digits_split_indices(
       ``(1797 - n_train,)``, disjoint, together a permutation of ``0..1796``.
     """
     seed = _check_seed(seed)
-    if isinstance(n_train, bool):
-        raise ValueError(f"n_train must be an integer, got {n_train!r}")
-    try:
-        n_train = operator.index(n_train)
-    except TypeError:
-        raise ValueError(f"n_train must be an integer, got {n_train!r}") from None
+    n_train = as_integer(n_train, "n_train")
     if not 1 <= n_train <= DIGITS_NUM_EXAMPLES - 1:
         raise ValueError(
             f"n_train must be in [1, {DIGITS_NUM_EXAMPLES - 1}] so that both "
@@ -156,12 +150,7 @@ def nats_to_bits_per_dim(nll_nats: Any, dim: int) -> Any:
     Returns:
       Same type and shape as ``nll_nats``.
     """
-    if isinstance(dim, bool):
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    try:
-        dim = operator.index(dim)
-    except TypeError:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}") from None
+    dim = as_integer(dim, "dim", "a positive integer")
     if dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim}")
     return nll_nats / (dim * math.log(2.0))

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_data"]
+__all__ = ["check_data", "as_integer", "check_positive"]
 
 
 def check_data(x: Any, name: str = "data", dim: int | None = None) -> np.ndarray:
@@ -92,6 +92,29 @@ def _is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
+def as_integer(value: Any, name: str, expected: str = "an integer") -> int:
+    """``value`` as a Python int (``operator.index``; bools rejected), else a ValueError
+    ``"{name} must be {expected}, got {value!r}"``. Range checks stay with the caller."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}") from None
+
+
+def check_positive(value: Any, name: str, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (>= 0 with ``allow_zero``), as a Python float."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return v
+
+
 def _check_n(n: Any, name: str = "n") -> int:
     """Returns ``n`` as a Python int, requiring a static integer >= 1."""
     if _is_traced(n):
@@ -99,28 +122,14 @@ def _check_n(n: Any, name: str = "n") -> int:
             f"{name} must be a static Python int (mark it static under jax.jit, "
             "e.g. jax.jit(f, static_argnums=1)), got a traced value"
         )
-    if isinstance(n, bool):
-        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
-    try:
-        n_int = operator.index(n)
-    except TypeError:
-        raise ValueError(
-            f"{name} must be an integer >= 1, got {n!r} of type {type(n).__name__}"
-        ) from None
+    n_int = as_integer(n, name, "an integer >= 1")
     if n_int < 1:
         raise ValueError(f"{name} must be >= 1, got {n_int}")
     return n_int
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise ValueError(
-            f"seed must be a non-negative integer, got {seed!r}"
-        ) from None
+    seed = as_integer(seed, "seed", "a non-negative integer")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     return seed

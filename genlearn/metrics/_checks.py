@@ -8,12 +8,11 @@ for NaN/inf), so it runs on the host before the jitted float64 kernels.
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
 
-from genlearn.data.validation import check_data
+from genlearn.data.validation import as_integer, check_data, check_positive
 
 
 def as_samples(x: Any, name: str, min_n: int = 2) -> np.ndarray:
@@ -47,25 +46,13 @@ def as_pair(x: Any, y: Any, names=("x", "y"), min_n: int = 2) -> tuple[np.ndarra
 
 
 def as_int(value: Any, name: str, low: int = 1) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
+    v = as_integer(value, name, f"an integer >= {low}")
     if v < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {v}")
     return v
 
 
-def as_positive(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive real number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {v}")
-    return v
+as_positive = check_positive
 
 
 def as_weights(w: Any, n: int, name: str) -> np.ndarray:
