@@ -27,6 +27,7 @@ def nll(
     weight_decay: float = 0.0,
     regularizer: Callable[[Any], Array] = l2_penalty,
     dequantize: Callable[[Array, Array], Array] | None = None,
+    context_dim: int = 0,
 ) -> Callable:
     """Negative log-likelihood loss for any model with ``log_prob(params, x) -> (n,)``.
 
@@ -40,13 +41,31 @@ def nll(
       dequantize: optional ``(key, batch) -> batch`` applied first (e.g.
         ``genlearn.data.uniform_dequantize``); then the loss takes a ``key``
         argument, drawing fresh noise each call.
+      context_dim: for a conditional model p(x | c): each batch row is
+        ``[x, c]`` with the context in its last ``context_dim`` columns (so the
+        data stay one array for :func:`genlearn.train.fit`); the loss is
+        -(1/B) sum_i log p(x_i | c_i). Dequantisation applies to x only.
 
     Returns:
       ``loss(params, batch)``, or ``loss(params, batch, key)`` when ``dequantize`` is given.
     """
     if not weight_decay >= 0:
         raise ValueError(f"nll: weight_decay must be >= 0, got {weight_decay}")
-    log_prob = model.log_prob
+    if not isinstance(context_dim, int) or isinstance(context_dim, bool) or context_dim < 0:
+        raise ValueError(f"nll: context_dim must be an int >= 0, got {context_dim!r}")
+    model_cdim = getattr(model, "context_dim", 0)
+    if context_dim != model_cdim:
+        raise ValueError(f"nll: context_dim={context_dim} but the model has context_dim={model_cdim}")
+    if context_dim == 0:
+        log_prob = model.log_prob
+        split = lambda batch: (batch, None)  # noqa: E731
+    else:
+
+        def log_prob(params, batch):
+            return model.log_prob(params, batch[:, :-context_dim], batch[:, -context_dim:])
+
+        def split(batch):
+            return batch[:, :-context_dim], batch[:, -context_dim:]
 
     def _reg(params):
         return weight_decay * regularizer(params) if weight_decay > 0 else 0.0
@@ -59,6 +78,9 @@ def nll(
         return loss
 
     def loss_with_key(params, batch, key):
-        return -jnp.mean(log_prob(params, dequantize(key, batch))) + _reg(params)
+        x, c = split(batch)
+        x = dequantize(key, x)
+        lp = model.log_prob(params, x) if c is None else model.log_prob(params, x, c)
+        return -jnp.mean(lp) + _reg(params)
 
     return loss_with_key

@@ -3,6 +3,7 @@
 from genlearn.core.bijectors import (
     Bijector,
     chain,
+    check_context,
     check_example,
     fixed_affine,
     logit_box,
@@ -20,14 +21,16 @@ from genlearn.core.distributions import (
     standard_normal,
     uniform,
 )
-from genlearn.core.flow import Flow, check_batch, make_flow, transformed
+from genlearn.core.flow import Flow, batch_context, check_batch, make_flow, transformed
 
 __all__ = [
     "Bijector",
     "Distribution",
     "Flow",
     "chain",
+    "batch_context",
     "check_batch",
+    "check_context",
     "check_example",
     "diag_gaussian",
     "fixed_affine",

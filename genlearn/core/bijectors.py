@@ -10,6 +10,12 @@ distrax), because every layer of a flow needs both in one pass::
 ``apply``, ``inverse`` and ``log_det`` are derived from them. Batches are
 handled with ``jax.vmap`` by the caller (the :mod:`genlearn.core.flow` does it).
 
+Conditional bijectors (``context_dim > 0``) take a context vector of shape
+``(context_dim,)`` as a third argument, ``apply_and_log_det(params, z, context)``;
+the map is invertible in z for every fixed context. Unconditional bijectors
+accept ``context=None`` only. :func:`chain` routes the context to the layers
+that are conditional.
+
 A user plugin is any call to :func:`make_bijector` with three pure functions;
 no base class and no registry are involved.
 """
@@ -33,6 +39,7 @@ __all__ = [
     "fixed_affine",
     "logit_box",
     "check_example",
+    "check_context",
 ]
 
 Params = Any
@@ -50,6 +57,8 @@ class Bijector(NamedTuple):
       inverse: ``(params, x) -> z``.
       log_det: ``(params, z) -> log|det dx/dz|``.
       dim: the dimension the bijector acts on.
+      context_dim: size of the context vector every function takes as a third
+        argument ``context``; 0 for an unconditional bijector (context must be None).
     """
 
     init: Callable[[Array], Params]
@@ -59,6 +68,29 @@ class Bijector(NamedTuple):
     inverse: Callable[[Params, Array], Array]
     log_det: Callable[[Params, Array], Array]
     dim: int
+    context_dim: int = 0
+
+
+def check_context(context, context_dim: int, what: str = "context") -> None:
+    """Validates a single-example context against ``context_dim`` (static shapes only).
+
+    An unconditional model (``context_dim == 0``) must get ``None``; a
+    conditional one a vector of shape ``(context_dim,)``.
+    """
+    if context_dim == 0:
+        if context is not None:
+            raise ValueError(
+                f"{what}: this model is unconditional (context_dim=0) but a context of shape "
+                f"{tuple(jnp.shape(context))} was given"
+            )
+        return
+    if context is None:
+        raise ValueError(f"{what}: this model is conditional and needs a context of shape ({context_dim},)")
+    shape = jnp.shape(context)
+    if len(shape) != 1 or shape[0] != context_dim:
+        raise ValueError(
+            f"{what}: context must have shape ({context_dim},) for one example, got {tuple(shape)}"
+        )
 
 
 def check_example(x: Array, dim: int, what: str = "input") -> None:
@@ -86,29 +118,41 @@ def make_bijector(
     apply_and_log_det: Callable[[Params, Array], tuple[Array, Array]],
     inverse_and_log_det: Callable[[Params, Array], tuple[Array, Array]],
     dim: int,
+    *,
+    context_dim: int = 0,
 ) -> Bijector:
     """Builds a :class:`Bijector` from its two primitives.
 
     The returned functions check that their argument has shape ``(dim,)``.
+    With ``context_dim > 0`` the primitives are called as ``f(params, z, context)``
+    with a context of shape ``(context_dim,)``; otherwise as ``f(params, z)``.
     """
     dim = _check_dim(dim)
+    context_dim = _check_dim(context_dim, 0, "context_dim")
 
-    def _apply_and_log_det(params, z):
+    def _call(f, params, v, context):
+        if context_dim:
+            return f(params, v, context)
+        return f(params, v)
+
+    def _apply_and_log_det(params, z, context=None):
         check_example(z, dim, "apply")
-        return apply_and_log_det(params, z)
+        check_context(context, context_dim, "apply")
+        return _call(apply_and_log_det, params, z, context)
 
-    def _inverse_and_log_det(params, x):
+    def _inverse_and_log_det(params, x, context=None):
         check_example(x, dim, "inverse")
-        return inverse_and_log_det(params, x)
+        check_context(context, context_dim, "inverse")
+        return _call(inverse_and_log_det, params, x, context)
 
-    def apply(params, z):
-        return _apply_and_log_det(params, z)[0]
+    def apply(params, z, context=None):
+        return _apply_and_log_det(params, z, context)[0]
 
-    def inverse(params, x):
-        return _inverse_and_log_det(params, x)[0]
+    def inverse(params, x, context=None):
+        return _inverse_and_log_det(params, x, context)[0]
 
-    def log_det(params, z):
-        return _apply_and_log_det(params, z)[1]
+    def log_det(params, z, context=None):
+        return _apply_and_log_det(params, z, context)[1]
 
     return Bijector(
         init=init,
@@ -118,6 +162,7 @@ def make_bijector(
         inverse=inverse,
         log_det=log_det,
         dim=dim,
+        context_dim=context_dim,
     )
 
 
@@ -133,6 +178,8 @@ def chain(*bijectors: Bijector) -> Bijector:
     in which ``optax.chain`` applies transforms (note: ``distrax.Chain`` uses the
     opposite, function-composition order). Log-determinants add; the inverse
     runs the layers in reverse. Params are a tuple with one entry per layer.
+    Conditional layers must agree on ``context_dim``; the chain passes its
+    context to them and none to the unconditional layers.
     """
     if not bijectors:
         raise ValueError("chain needs at least one bijector")
@@ -147,26 +194,35 @@ def chain(*bijectors: Bijector) -> Bijector:
     if len(dims) != 1:
         raise ValueError(f"chain: all bijectors must act on the same dim, got {[b.dim for b in bijectors]}")
     dim = dims.pop()
+    ctx_dims = {b.context_dim for b in bijectors} - {0}
+    if len(ctx_dims) > 1:
+        raise ValueError(
+            f"chain: conditional bijectors disagree on context_dim: {[b.context_dim for b in bijectors]}"
+        )
+    context_dim = ctx_dims.pop() if ctx_dims else 0
 
     def init(key):
         keys = jax.random.split(key, len(bijectors))
         return tuple(b.init(k) for b, k in zip(bijectors, keys))
 
-    def apply_and_log_det(params, z):
+    def _ctx(b, context):
+        return context if b.context_dim else None
+
+    def apply_and_log_det(params, z, context=None):
         total = jnp.zeros((), z.dtype)
         for b, p in zip(bijectors, params):
-            z, ld = b.apply_and_log_det(p, z)
+            z, ld = b.apply_and_log_det(p, z, _ctx(b, context))
             total = total + ld
         return z, total
 
-    def inverse_and_log_det(params, x):
+    def inverse_and_log_det(params, x, context=None):
         total = jnp.zeros((), x.dtype)
         for b, p in zip(reversed(bijectors), reversed(tuple(params))):
-            x, ld = b.inverse_and_log_det(p, x)
+            x, ld = b.inverse_and_log_det(p, x, _ctx(b, context))
             total = total + ld
         return x, total
 
-    return make_bijector(init, apply_and_log_det, inverse_and_log_det, dim)
+    return make_bijector(init, apply_and_log_det, inverse_and_log_det, dim, context_dim=context_dim)
 
 
 def permutation(perm: Sequence[int]) -> Bijector:

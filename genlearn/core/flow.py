@@ -6,6 +6,11 @@ The density follows the lecture's change of variables:
 
 Flow-level functions take BATCHES: x of shape (n, dim); they vmap the
 single-example bijector functions. Params are ``{"base": ..., "bijector": ...}``.
+
+Conditional flows (a bijector with ``context_dim > 0``) model p(x | c): every
+function takes a trailing ``context`` argument, either one vector of shape
+``(context_dim,)`` shared by the whole batch or one row per example,
+``(n, context_dim)``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import jax.numpy as jnp
 from genlearn.core.bijectors import Bijector, make_bijector
 from genlearn.core.distributions import Distribution
 
-__all__ = ["Flow", "make_flow", "transformed", "check_batch"]
+__all__ = ["Flow", "make_flow", "transformed", "check_batch", "batch_context"]
 
 Params = Any
 Array = jax.Array
@@ -29,15 +34,16 @@ class Flow(NamedTuple):
 
     Attributes:
       init: ``init(key) -> params`` with keys ``"base"`` and ``"bijector"``.
-      apply: ``(params, z) -> x``, batched: z of shape (n, dim).
-      inverse: ``(params, x) -> z``, batched.
-      log_det: ``(params, z) -> (n,)`` log|det dG/dz| per example.
-      log_prob: ``(params, x) -> (n,)`` log-density per example.
-      sample: ``(params, key, n) -> (n, dim)``.
-      sample_and_log_prob: ``(params, key, n) -> ((n, dim), (n,))`` in one pass.
+      apply: ``(params, z, context=None) -> x``, batched: z of shape (n, dim).
+      inverse: ``(params, x, context=None) -> z``, batched.
+      log_det: ``(params, z, context=None) -> (n,)`` log|det dG/dz| per example.
+      log_prob: ``(params, x, context=None) -> (n,)`` log-density per example.
+      sample: ``(params, key, n, context=None) -> (n, dim)``.
+      sample_and_log_prob: ``(params, key, n, context=None) -> ((n, dim), (n,))`` in one pass.
       base: the base :class:`Distribution`.
       bijector: the :class:`Bijector` G (single-example functions).
       dim: the dimension.
+      context_dim: the context size of a conditional flow; 0 when unconditional.
     """
 
     init: Callable[[Array], Params]
@@ -50,6 +56,7 @@ class Flow(NamedTuple):
     base: Distribution
     bijector: Bijector
     dim: int
+    context_dim: int = 0
 
 
 def check_batch(x: Array, dim: int, what: str = "x") -> None:
@@ -69,47 +76,81 @@ def _check_n(n) -> int:
     return n
 
 
+def batch_context(context, n: int, context_dim: int, what: str = "context"):
+    """Validates a batch context; returns ``(context, vmap_axis)``.
+
+    ``None`` for an unconditional model; a vector ``(context_dim,)`` is shared
+    by the batch (axis None); a matrix must be ``(n, context_dim)`` (axis 0).
+    """
+    if context_dim == 0:
+        if context is not None:
+            raise ValueError(
+                f"{what}: this flow is unconditional (context_dim=0) but a context of shape "
+                f"{tuple(jnp.shape(context))} was given"
+            )
+        return None, None
+    if context is None:
+        raise ValueError(
+            f"{what}: this flow is conditional; pass a context of shape ({context_dim},) or (n, {context_dim})"
+        )
+    context = jnp.asarray(context)
+    if context.ndim == 1 and context.shape[0] == context_dim:
+        return context, None
+    if context.ndim == 2 and context.shape == (n, context_dim):
+        return context, 0
+    raise ValueError(
+        f"{what}: context must have shape ({context_dim},) or ({n}, {context_dim}), got {tuple(context.shape)}"
+    )
+
+
 def make_flow(base: Distribution, bijector: Bijector) -> Flow:
-    """Builds a :class:`Flow` x = G(z), z ~ Q from a base Q and a bijector G."""
+    """Builds a :class:`Flow` x = G(z), z ~ Q from a base Q and a bijector G.
+
+    A conditional bijector (``context_dim > 0``) makes a conditional flow p(x | c).
+    """
     if base.dim != bijector.dim:
         raise ValueError(f"base has dim {base.dim} but bijector has dim {bijector.dim}")
     dim = bijector.dim
+    cdim = bijector.context_dim
 
     def init(key):
         kb, kg = jax.random.split(key)
         return {"base": base.init(kb), "bijector": bijector.init(kg)}
 
-    def apply(params, z):
-        check_batch(z, dim, "apply")
-        return jax.vmap(bijector.apply, (None, 0))(params["bijector"], z)
+    def _map(f, params, v, context, what):
+        check_batch(v, dim, what)
+        c, axis = batch_context(context, v.shape[0], cdim, what)
+        if c is None:
+            return jax.vmap(f, (None, 0))(params, v)
+        return jax.vmap(f, (None, 0, axis))(params, v, c)
 
-    def inverse(params, x):
-        check_batch(x, dim, "inverse")
-        return jax.vmap(bijector.inverse, (None, 0))(params["bijector"], x)
+    def apply(params, z, context=None):
+        return _map(bijector.apply, params["bijector"], z, context, "apply")
 
-    def log_det(params, z):
-        check_batch(z, dim, "log_det")
-        return jax.vmap(bijector.log_det, (None, 0))(params["bijector"], z)
+    def inverse(params, x, context=None):
+        return _map(bijector.inverse, params["bijector"], x, context, "inverse")
 
-    def _log_prob_one(params, x):
-        z, ld = bijector.inverse_and_log_det(params["bijector"], x)
+    def log_det(params, z, context=None):
+        return _map(bijector.log_det, params["bijector"], z, context, "log_det")
+
+    def _log_prob_one(params, x, context=None):
+        z, ld = bijector.inverse_and_log_det(params["bijector"], x, context)
         return base.log_prob(params["base"], z) + ld
 
-    def log_prob(params, x):
-        check_batch(x, dim, "log_prob")
-        return jax.vmap(_log_prob_one, (None, 0))(params, x)
+    def log_prob(params, x, context=None):
+        return _map(_log_prob_one, params, x, context, "log_prob")
 
-    def sample_and_log_prob(params, key, n):
+    def sample_and_log_prob(params, key, n, context=None):
         z = base.sample(params["base"], key, _check_n(n))
         log_q = jax.vmap(base.log_prob, (None, 0))(params["base"], z)
-        x, ld = jax.vmap(bijector.apply_and_log_det, (None, 0))(params["bijector"], z)
+        x, ld = _map(bijector.apply_and_log_det, params["bijector"], z, context, "sample_and_log_prob")
         return x, log_q - ld
 
-    def sample(params, key, n):
+    def sample(params, key, n, context=None):
         z = base.sample(params["base"], key, _check_n(n))
-        return jax.vmap(bijector.apply, (None, 0))(params["bijector"], z)
+        return _map(bijector.apply, params["bijector"], z, context, "sample")
 
-    return Flow(init, apply, inverse, log_det, log_prob, sample, sample_and_log_prob, base, bijector, dim)
+    return Flow(init, apply, inverse, log_det, log_prob, sample, sample_and_log_prob, base, bijector, dim, cdim)
 
 
 def transformed(flow: Flow, outer: Bijector, outer_params: Params | None = None) -> Flow:
@@ -124,16 +165,24 @@ def transformed(flow: Flow, outer: Bijector, outer_params: Params | None = None)
         raise ValueError(f"outer bijector has dim {outer.dim}, flow has dim {flow.dim}")
     if outer_params is None:
         outer_params = outer.init(jax.random.PRNGKey(0))
+    if outer.context_dim:
+        raise ValueError("transformed: the appended fixed bijector must be unconditional")
     inner = flow.bijector
+    cdim = inner.context_dim
 
-    def apply_and_log_det(params, z):
-        y, ld1 = inner.apply_and_log_det(params, z)
+    def apply_and_log_det(params, z, context=None):
+        y, ld1 = inner.apply_and_log_det(params, z, context)
         x, ld2 = outer.apply_and_log_det(outer_params, y)
         return x, ld1 + ld2
 
-    def inverse_and_log_det(params, x):
+    def inverse_and_log_det(params, x, context=None):
         y, ld2 = outer.inverse_and_log_det(outer_params, x)
-        z, ld1 = inner.inverse_and_log_det(params, y)
+        z, ld1 = inner.inverse_and_log_det(params, y, context)
         return z, ld1 + ld2
 
-    return make_flow(flow.base, make_bijector(inner.init, apply_and_log_det, inverse_and_log_det, flow.dim))
+    if cdim == 0:
+        fwd = lambda p, z: apply_and_log_det(p, z)  # noqa: E731
+        inv = lambda p, x: inverse_and_log_det(p, x)  # noqa: E731
+    else:
+        fwd, inv = apply_and_log_det, inverse_and_log_det
+    return make_flow(flow.base, make_bijector(inner.init, fwd, inv, flow.dim, context_dim=cdim))

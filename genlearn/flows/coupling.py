@@ -103,6 +103,7 @@ def coupling(
     mask: np.ndarray | None = None,
     hidden: tuple[int, ...] = (128, 128),
     activation: str | Callable = "relu",
+    context_dim: int = 0,
 ) -> Bijector:
     """A coupling bijector on R^dim.
 
@@ -114,10 +115,13 @@ def coupling(
       hidden: hidden widths of the flax MLP conditioner. Its last layer is
         zero-initialised, so the layer starts as the identity.
       activation: the conditioner's activation.
+      context_dim: > 0 makes a conditional coupling: the conditioner reads
+        ``concat(z_c, context)`` and every function takes a context (c,).
 
     Params are the conditioner's flax params.
     """
     dim = _check_dim(dim, 2, "coupling dim")
+    context_dim = _check_dim(context_dim, 0, "coupling context_dim")
     mask = half_mask(dim) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != (dim,):
         raise ValueError(f"coupling: mask must have shape ({dim},), got {mask.shape}")
@@ -146,19 +150,20 @@ def coupling(
         return out if identity_order else out[order]
 
     def init(key):
-        return net.init(key, jnp.zeros((cond_idx.size,)))
+        return net.init(key, jnp.zeros((cond_idx.size + context_dim,)))
 
-    def _h(params, x_c):
-        return net.apply(params, x_c).reshape(k, transformer.params_per_dim)
+    def _h(params, x_c, context):
+        inp = x_c if context is None else jnp.concatenate([x_c, context.astype(x_c.dtype)])
+        return net.apply(params, inp).reshape(k, transformer.params_per_dim)
 
-    def apply_and_log_det(params, z):
+    def apply_and_log_det(params, z, context=None):
         z_c = _take(z, cond_idx)
-        x_t, ld = transformer.forward(_h(params, z_c).astype(z.dtype), _take(z, trans_idx))
+        x_t, ld = transformer.forward(_h(params, z_c, context).astype(z.dtype), _take(z, trans_idx))
         return _assemble(z_c, x_t), ld
 
-    def inverse_and_log_det(params, x):
+    def inverse_and_log_det(params, x, context=None):
         x_c = _take(x, cond_idx)
-        z_t, ld = transformer.inverse(_h(params, x_c).astype(x.dtype), _take(x, trans_idx))
+        z_t, ld = transformer.inverse(_h(params, x_c, context).astype(x.dtype), _take(x, trans_idx))
         return _assemble(x_c, z_t), ld
 
-    return make_bijector(init, apply_and_log_det, inverse_and_log_det, dim)
+    return make_bijector(init, apply_and_log_det, inverse_and_log_det, dim, context_dim=context_dim)

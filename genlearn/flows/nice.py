@@ -21,6 +21,7 @@ def nice(
     base: str | Distribution = "logistic",
     mask: str = "half",
     activation: str | Callable = "relu",
+    context_dim: int = 0,
 ) -> Flow:
     """NICE flow: ``num_layers`` additive couplings x_t = z_t + v(z_c), then x = z * exp(s).
 
@@ -36,12 +37,13 @@ def nice(
       base: "logistic", "normal", "diag_gaussian", or a Distribution.
       mask: "half" (contiguous halves) or "parity" (even/odd coordinates).
       activation: conditioner activation.
+      context_dim: > 0 for a conditional flow p(x | c): every conditioner also reads c.
     """
     dim = _check_dim(dim, 2, "nice: dim")
     num_layers = check_layers(num_layers)
     hidden = check_hidden(hidden)
     layers = [
-        coupling(dim, shift(), mask=m, hidden=hidden, activation=activation)
+        coupling(dim, shift(), mask=m, hidden=hidden, activation=activation, context_dim=context_dim)
         for m in alternating_masks(dim, num_layers, mask)
     ]
     return make_flow(make_base(base, dim), chain(*layers, scale(dim)))

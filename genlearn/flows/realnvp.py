@@ -22,6 +22,7 @@ def realnvp(
     base: str | Distribution = "normal",
     mask: str = "half",
     activation: str | Callable = "relu",
+    context_dim: int = 0,
 ) -> Flow:
     """RealNVP flow: ``num_layers`` affine couplings x_t = z_t * exp(u(z_c)) + v(z_c).
 
@@ -37,13 +38,14 @@ def realnvp(
       base: "normal", "diag_gaussian", "logistic", or a Distribution.
       mask: "half" (contiguous halves) or "parity" (even/odd coordinates).
       activation: conditioner activation.
+      context_dim: > 0 for a conditional flow p(x | c): every conditioner also reads c.
     """
     dim = _check_dim(dim, 2, "realnvp: dim")
     num_layers = check_layers(num_layers)
     hidden = check_hidden(hidden)
     transformer = affine(max_log_scale)
     layers = [
-        coupling(dim, transformer, mask=m, hidden=hidden, activation=activation)
+        coupling(dim, transformer, mask=m, hidden=hidden, activation=activation, context_dim=context_dim)
         for m in alternating_masks(dim, num_layers, mask)
     ]
     return make_flow(make_base(base, dim), chain(*layers))
