@@ -17,6 +17,7 @@ so every likelihood is reported in units of the data as given.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -73,6 +74,7 @@ class TrainConfig(NamedTuple):
     seed: int
     mask: str
     grad_clip: float | None = 1.0
+    options: dict | None = None  # family-specific factory keywords (e.g. num_bins for splines)
 
 
 def default_train_config(model: str, dataset: Dataset) -> TrainConfig:
@@ -112,8 +114,14 @@ def build_model(config: dict) -> core.Flow:
     if name not in FLOW_MODELS:
         raise RunError(f"run config names unknown model {name!r}; known: {sorted(FLOW_MODELS)}")
     t = config["train"]
-    kwargs = {"mask": t["mask"]}
-    flow = FLOW_MODELS[name](config["dim"], t["num_layers"], tuple(t["hidden"]), **kwargs)
+    factory = FLOW_MODELS[name]
+    accepted = inspect.signature(factory).parameters
+    kwargs = {"mask": t["mask"]} if "mask" in accepted else {}
+    kwargs.update(t.get("options") or {})
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:
+        raise RunError(f"model {name!r} does not take the option(s) {unknown}")
+    flow = factory(config["dim"], t["num_layers"], tuple(t["hidden"]), **kwargs)
     return core.transformed(flow, _outer_bijector(config["preprocess"], config["dim"]))
 
 
