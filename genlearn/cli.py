@@ -1,8 +1,10 @@
 """The ``genlearn`` command line: fit, sample and evaluate models on built-in data.
 
     genlearn fit realnvp --data moons --out runs/moons
+    genlearn fit kde --data moons --out runs/kde-moons        (also histogram, gmm)
     genlearn sample --run runs/moons -n 1000 --out samples.npy
     genlearn eval --run runs/moons
+    genlearn eval --samples fake.npy --reference real.npy --out metrics.json
 
 Bad arguments print a usage message and exit with status 2 (no traceback).
 """
@@ -55,15 +57,27 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _bandwidth_arg(text: str):
+    if text in ("scott", "silverman", "cv"):
+        return text
+    return _positive_float(text)
+
+
+def _all_models() -> list[str]:
+    from genlearn.classical.run import CLASSICAL_MODELS
+    from genlearn.runs import FLOW_MODELS
+
+    return sorted(FLOW_MODELS) + list(CLASSICAL_MODELS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from genlearn.data import DATASETS
-    from genlearn.runs import FLOW_MODELS
 
     parser = argparse.ArgumentParser(prog="genlearn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{fit,sample,eval}")
 
     p = sub.add_parser("fit", help="train a model on a built-in dataset and save the run")
-    p.add_argument("model", help=f"model to fit, one of: {', '.join(sorted(FLOW_MODELS))}")
+    p.add_argument("model", help=f"model to fit, one of: {', '.join(_all_models())}")
     p.add_argument("--data", default="moons", help=f"dataset, one of: {', '.join(DATASETS)} (default moons)")
     p.add_argument("--out", default=None, help="run directory (default runs/MODEL-DATA)")
     p.add_argument("--steps", type=_nonneg_int, help="training steps (default: 20000 for toys, 3000 for digits)")
@@ -79,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the generated toy data")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    c = p.add_argument_group("classical estimators (histogram, kde, gmm)")
+    c.add_argument("--bins", type=_positive_int, help="histogram: bins per axis (default 40)")
+    c.add_argument("--pseudocount", type=_nonneg_float, help="histogram: count added to every cell (default 0.01)")
+    c.add_argument("--padding", type=_nonneg_float, help="histogram: box padding as a fraction of the data range")
+    c.add_argument("--kernel", choices=("gaussian", "epanechnikov", "tophat"), help="kde: kernel")
+    c.add_argument("--bandwidth", type=_bandwidth_arg, help="kde: a number > 0, scott, silverman or cv (default)")
+    c.add_argument("--covariance", choices=("full", "diag", "spherical", "tied", "isotropic"),
+                   help="gmm: full|diag|spherical|tied; kde: isotropic|full")
+    c.add_argument("--components", type=_positive_int, help="gmm: number of components")
+    c.add_argument("--reg-covar", type=_nonneg_float, help="gmm: added to covariance diagonals")
+    c.add_argument("--restarts", type=_positive_int, help="gmm: EM restarts (n_init)")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("--run", required=True, help="run directory written by 'genlearn fit'")
@@ -86,8 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .npy file")
     s.add_argument("--seed", type=_nonneg_int, default=0)
 
-    e = sub.add_parser("eval", help="evaluate a trained run on its held-out data")
-    e.add_argument("--run", required=True, help="run directory written by 'genlearn fit'")
+    e = sub.add_parser("eval", help="every applicable metric: a run against its held-out data, or two sample files")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory written by 'genlearn fit'")
+    src.add_argument("--samples", help="generated samples, an (n, d) .npy file (with --reference)")
+    e.add_argument("--reference", help="real samples, an (m, d) .npy file (with --samples)")
+    e.add_argument("--num-samples", type=_positive_int, default=None,
+                   help="samples drawn from the run (default: the test-set size, at most 5000)")
+    e.add_argument("--digits-features", action="store_true",
+                   help="with --samples: also compute FID/IS/KID in the digits classifier's features (d = 64)")
+    e.add_argument("--out", default=None, help="metrics file (default: RUN/metrics.json, or ./metrics.json)")
     e.add_argument("--seed", type=_nonneg_int, default=0)
     return parser
 
@@ -97,15 +130,60 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _out_dir(args) -> str | None:
+    """The run directory, created and checked writable; None after printing an error."""
+    out = args.out or os.path.join("runs", f"{args.model}-{args.data}")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write_test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as err:
+        _fail(f"cannot write to run directory {out!r}: {err}", 2)
+        return None
+    return out
+
+
+def _cmd_fit_classical(args, dataset) -> int:
+    from genlearn.classical.run import fit_run
+
+    options = {"bins": args.bins, "pseudocount": args.pseudocount, "padding": args.padding,
+               "kernel": args.kernel, "bandwidth": args.bandwidth, "num_components": args.components,
+               "covariance": args.covariance, "reg_covar": args.reg_covar, "n_init": args.restarts}
+    taken = {"histogram": ("bins", "pseudocount", "padding"), "kde": ("kernel", "bandwidth", "covariance"),
+             "gmm": ("num_components", "covariance", "reg_covar", "n_init")}[args.model]
+    wrong = [k for k, v in options.items() if v is not None and k not in taken]
+    if wrong:
+        return _fail(f"{args.model} does not take {', '.join('--' + w.replace('_', '-') for w in wrong)}", 2)
+    if args.model == "kde" and args.covariance not in (None, "isotropic", "full"):
+        return _fail(f"kde: --covariance must be isotropic or full, got {args.covariance}", 2)
+    if args.model == "gmm" and args.covariance == "isotropic":
+        return _fail("gmm: --covariance must be full, diag, spherical or tied", 2)
+    out = _out_dir(args)
+    if out is None:
+        return 2
+    try:
+        _, _, metrics = fit_run(args.model, dataset, out, seed=args.seed, data_seed=args.data_seed,
+                                options={k: options[k] for k in taken})
+    except ValueError as err:
+        return _fail(str(err))
+    print(json.dumps(metrics, indent=2))
+    print(f"run saved to {out}")
+    return 0
+
+
 def _cmd_fit(args, parser) -> int:
+    from genlearn.classical.run import CLASSICAL_MODELS
     from genlearn.data import DATASETS, load_dataset
     from genlearn.runs import FLOW_MODELS, default_train_config, train_run
 
-    if args.model not in FLOW_MODELS:
-        parser.error(f"unknown model {args.model!r}; choose one of: {', '.join(sorted(FLOW_MODELS))}")
+    if args.model not in FLOW_MODELS and args.model not in CLASSICAL_MODELS:
+        parser.error(f"unknown model {args.model!r}; choose one of: {', '.join(_all_models())}")
     if args.data not in DATASETS:
         parser.error(f"unknown dataset {args.data!r}; choose one of: {', '.join(DATASETS)}")
     dataset = load_dataset(args.data, seed=args.data_seed)
+    if args.model in CLASSICAL_MODELS:
+        return _cmd_fit_classical(args, dataset)
     config = default_train_config(args.model, dataset)
     overrides = {
         "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
@@ -117,14 +195,9 @@ def _cmd_fit(args, parser) -> int:
     n_fit = n_train - max(1, round(config.val_fraction * n_train)) if config.val_fraction > 0 else n_train
     if config.batch_size > n_fit:
         parser.error(f"--batch-size {config.batch_size} exceeds the {n_fit} training rows of {args.data}")
-    out = args.out or os.path.join("runs", f"{args.model}-{args.data}")
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write_test")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as err:
-        return _fail(f"cannot write to run directory {out!r}: {err}", 2)
+    out = _out_dir(args)
+    if out is None:
+        return 2
     try:
         params, cfg, result = train_run(args.model, dataset, config, out=out, progress=not args.no_progress,
                                         resume=args.resume, data_seed=args.data_seed)
@@ -183,44 +256,122 @@ def _cmd_sample(args) -> int:
     import jax
     import numpy as np
 
-    from genlearn.runs import RunError, load_run
+    from genlearn.runs import RunError, load_any
 
-    try:
-        model, params, _ = load_run(args.run)
-    except RunError as err:
-        return _fail(str(err), 2)
     if not args.out.endswith(".npy"):
         return _fail(f"--out must name a .npy file, got {args.out!r}", 2)
-    samples = np.asarray(model.sample(params, jax.random.PRNGKey(args.seed), args.n))
+    try:
+        run = load_any(args.run)
+    except RunError as err:
+        return _fail(str(err), 2)
+    samples = np.asarray(run.sample(jax.random.PRNGKey(args.seed), args.n))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.save(args.out, samples)
     print(f"wrote {samples.shape[0]} samples of dimension {samples.shape[1]} to {args.out}")
     return 0
 
 
-def _cmd_eval(args) -> int:
-    import jax
-
-    from genlearn.runs import RunError, dataset_for_run, evaluate_nll, load_run
-
-    try:
-        model, params, cfg = load_run(args.run)
-    except RunError as err:
-        return _fail(str(err), 2)
-    dataset = dataset_for_run(cfg)
-    levels = cfg.get("discrete_levels")
-    te = evaluate_nll(model, params, dataset.test, levels=levels, key=jax.random.PRNGKey(args.seed + 1))
-    rows = {"test_nll": te["nll"]}
-    if levels is not None:
-        rows["test_bits_per_dim"] = te["bits_per_dim"]
-        rows["test_nll_stderr"] = te["nll_stderr"]
+def _print_table(rows: dict) -> None:
     width = max(len(k) for k in rows)
     print(f"{'metric':<{width}}  value")
     for k, v in rows.items():
-        print(f"{k:<{width}}  {v:.6f}")
-    path = os.path.join(args.run, "eval.json")
+        if isinstance(v, float):
+            text = f"{v:.6g}"
+        else:
+            text = str(v)
+        print(f"{k:<{width}}  {text}")
+
+
+def _load_npy(path: str, what: str):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{what}: no such file {path!r}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{what}: {path!r} is not a readable .npy array ({err})") from err
+    if arr.ndim != 2:
+        raise ValueError(f"{what}: expected an (n, d) array, got shape {arr.shape} from {path!r}")
+    return arr
+
+
+def _eval_run(args) -> tuple[dict, str]:
+    import jax
+    import numpy as np
+
+    from genlearn.metrics import evaluate
+    from genlearn.runs import dataset_for_run, evaluate_nll, load_any
+
+    run = load_any(args.run)
+    cfg = run.config
+    dataset = dataset_for_run(cfg)
+    test = np.asarray(dataset.test)
+    n = args.num_samples or min(len(test), 5000)
+    k_sample, k_eval, k_nll = jax.random.split(jax.random.PRNGKey(args.seed), 3)
+    samples = run.sample(k_sample, n)
+    levels = cfg.get("discrete_levels")
+    pixels = levels is not None
+    kwargs = {}
+    if dataset.centers is not None:
+        kwargs.update(centers=dataset.centers, std=dataset.std)
+    rows = {"model": cfg["model"], "family": run.family, "data": cfg["data"]}
+    if run.log_prob is not None:
+        from typing import NamedTuple
+
+        class _Model(NamedTuple):
+            log_prob: object
+            dim: int
+
+        model = _Model(lambda _params, x: run.log_prob(x), run.dim)
+        te = evaluate_nll(model, None, test, levels=levels, key=k_nll)
+        rows["test_nll"] = te["nll"]
+        if pixels:
+            rows["test_bits_per_dim"] = te["bits_per_dim"]
+            rows["test_nll_stderr"] = te["nll_stderr"]
+    rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if cfg["data"] == "digits" else None,
+                         **kwargs))
+    return rows, args.out or os.path.join(args.run, "metrics.json")
+
+
+def _cmd_eval(args, parser) -> int:
+    import jax
+
+    from genlearn.metrics import evaluate
+    from genlearn.runs import RunError
+
+    if args.samples is not None and args.reference is None:
+        parser.error("--samples needs --reference")
+    if args.run is not None and (args.reference is not None or args.digits_features):
+        parser.error("--reference and --digits-features go with --samples, not --run")
+    try:
+        if args.run is not None:
+            rows, path = _eval_run(args)
+            merged = {}
+            if os.path.isfile(path):
+                try:
+                    with open(path) as fh:
+                        merged = json.load(fh)
+                except json.JSONDecodeError:
+                    merged = {}
+            merged.update(rows)
+            payload = merged
+        else:
+            fake = _load_npy(args.samples, "--samples")
+            real = _load_npy(args.reference, "--reference")
+            rows = evaluate(fake, real, key=jax.random.PRNGKey(args.seed),
+                            feature_net="digits" if args.digits_features else None)
+            path = args.out or "metrics.json"
+            payload = rows
+    except RunError as err:
+        return _fail(str(err), 2)
+    except ValueError as err:
+        return _fail(str(err), 2)
+    _print_table(rows)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as fh:
-        json.dump(rows, fh, indent=2)
+        json.dump(payload, fh, indent=2)
+    print(f"wrote {path}")
     return 0
 
 
@@ -231,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_fit(args, parser)
     if args.command == "sample":
         return _cmd_sample(args)
-    return _cmd_eval(args)
+    return _cmd_eval(args, parser)
 
 
 if __name__ == "__main__":

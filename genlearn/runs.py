@@ -44,6 +44,8 @@ __all__ = [
     "evaluate_nll",
     "RunError",
     "dataset_for_run",
+    "LoadedRun",
+    "load_any",
 ]
 
 # Model name -> factory(dim, num_layers, hidden, **kw) returning a Flow.
@@ -231,3 +233,65 @@ def load_run(run_dir: str) -> tuple[core.Flow, Any, dict]:
 def dataset_for_run(cfg: dict) -> Dataset:
     """The dataset a run was trained on (same seed, same split)."""
     return load_dataset(cfg["data"], seed=cfg.get("data_seed", 0))
+
+
+class LoadedRun(NamedTuple):
+    """A saved run of any family, reduced to what evaluation needs.
+
+    Attributes:
+      family: ``"flow"``, ``"classical"``, ``"ebm"`` or ``"gan"``.
+      config: the run's config.json.
+      dim: data dimension.
+      sample: ``(key, n) -> (n, dim)`` numpy samples in data units.
+      log_prob: batched exact log-density in data units, or None (EBMs report
+        their AIS likelihood at fit time; generators have no density).
+    """
+
+    family: str
+    config: dict
+    dim: int
+    sample: Callable[[jax.Array, int], np.ndarray]
+    log_prob: Callable[[jax.Array], jax.Array] | None
+
+
+def _read_config(run_dir: str) -> dict:
+    if not os.path.isdir(run_dir):
+        raise RunError(f"run directory {run_dir!r} does not exist")
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise RunError(f"{run_dir!r} is not a genlearn run: config.json is missing")
+    try:
+        with open(cfg_path) as fh:
+            cfg = json.load(fh)
+        cfg["model"], cfg["dim"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise RunError(f"{cfg_path} is corrupt: {err}") from err
+    return cfg
+
+
+def load_any(run_dir: str) -> LoadedRun:
+    """Loads a run written by ``genlearn fit`` for any model family."""
+    cfg = _read_config(run_dir)
+    family = cfg.get("family", "flow")
+    if family == "flow":
+        model, params, cfg = load_run(run_dir)
+        lp = jax.jit(model.log_prob)
+        return LoadedRun(family, cfg, model.dim, lambda key, n: np.asarray(model.sample(params, key, n)),
+                         lambda x: lp(params, x))
+    if family == "classical":
+        from genlearn.classical.run import load_classical_run
+
+        try:
+            estimator, params = load_classical_run(run_dir, cfg)
+        except (CheckpointError, KeyError, ValueError) as err:
+            raise RunError(f"cannot load the model of run {run_dir!r}: {err}") from err
+        return LoadedRun(family, cfg, int(cfg["dim"]),
+                         lambda key, n: np.asarray(estimator.sample(params, key, n)),
+                         lambda x: estimator.log_prob(params, x))
+    if family in ("ebm", "gan"):
+        import importlib
+
+        module = importlib.import_module("genlearn.energy.run" if family == "ebm" else "genlearn.gan.run")
+        return LoadedRun(family, cfg, int(cfg["dim"]),
+                         lambda key, n: np.asarray(module.sample_run(run_dir, key, n)), None)
+    raise RunError(f"{run_dir!r}: unknown model family {family!r} in config.json")

@@ -36,13 +36,17 @@ def test_sample_and_eval(moons_run, tmp_path, capsys):
     assert main(["sample", "--run", moons_run, "-n", "37", "--out", out]) == 0
     x = np.load(out)
     assert x.shape == (37, 2) and np.all(np.isfinite(x))
+    fitted = json.load(open(os.path.join(moons_run, "metrics.json")))
     capsys.readouterr()
-    assert main(["eval", "--run", moons_run]) == 0
+    assert main(["eval", "--run", moons_run, "--num-samples", "300"]) == 0
     printed = capsys.readouterr().out
-    assert "test_nll" in printed
-    metrics = json.load(open(os.path.join(moons_run, "metrics.json")))
-    evaluated = json.load(open(os.path.join(moons_run, "eval.json")))
-    np.testing.assert_allclose(evaluated["test_nll"], metrics["test_nll"], rtol=1e-5)
+    for key in ("test_nll", "w2_exact", "frechet_distance", "mmd2_unbiased", "precision", "coverage"):
+        assert key in printed, key
+    merged = json.load(open(os.path.join(moons_run, "metrics.json")))
+    np.testing.assert_allclose(merged["test_nll"], fitted["test_nll"], rtol=1e-5)
+    assert merged["train_nll"] == fitted["train_nll"]  # eval adds to the fit's metrics
+    assert merged["num_samples"] == 300 and merged["num_reference"] == 5000
+    assert "modes_covered" not in merged  # moons has no known modes
 
 
 def test_digits_reports_bits_per_dim(tmp_path):
@@ -52,6 +56,59 @@ def test_digits_reports_bits_per_dim(tmp_path):
     assert 0 < metrics["test_bits_per_dim"] < 8
     np.testing.assert_allclose(metrics["test_bits_per_dim"], metrics["test_nll"] / (64 * np.log(2)), rtol=1e-6)
     assert os.path.exists(os.path.join(out, "samples.png"))
+
+
+@pytest.mark.parametrize("model", ["histogram", "kde", "gmm"])
+def test_fit_classical_writes_the_same_outputs(model, tmp_path, capsys):
+    out = str(tmp_path / model)
+    extra = {"histogram": ["--bins", "30"], "kde": ["--bandwidth", "silverman"], "gmm": ["--components", "4"]}
+    assert main(["fit", model, "--data", "moons", "--out", out, *extra[model]]) == 0
+    for name in ("config.json", "metrics.json", "samples.png", "density.png", "model"):
+        assert os.path.exists(os.path.join(out, name)), name
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["family"] == "classical" and cfg["model"] == model
+    # better than the best Gaussian (standardised moons: 2.84 nats), worse than impossible
+    assert 0.5 < metrics["test_nll_standardized"] < 2.6, metrics
+    # sample reloads the saved params; eval recomputes the same test NLL from them
+    assert main(["sample", "--run", out, "-n", "50", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (50, 2)
+    capsys.readouterr()
+    assert main(["eval", "--run", out, "--num-samples", "300"]) == 0
+    merged = json.load(open(os.path.join(out, "metrics.json")))
+    np.testing.assert_allclose(merged["test_nll"], metrics["test_nll"], rtol=1e-5)
+    assert "w2_exact" in merged
+
+
+def test_classical_histogram_on_digits_fails_clearly(tmp_path, capsys):
+    assert main(["fit", "histogram", "--data", "digits", "--out", str(tmp_path / "h")]) == 1
+    assert "curse of dimensionality" in capsys.readouterr().err
+
+
+def test_eval_samples_reference_and_modes(tmp_path, capsys):
+    from genlearn.data import load_dataset
+    from genlearn.metrics import evaluate
+
+    import jax
+
+    ring = load_dataset("ring8")
+    fake, real = ring.test[:200], ring.test[200:400]
+    np.save(tmp_path / "fake.npy", fake)
+    np.save(tmp_path / "real.npy", real)
+    out = str(tmp_path / "m.json")
+    assert main(["eval", "--samples", str(tmp_path / "fake.npy"), "--reference", str(tmp_path / "real.npy"),
+                 "--out", out, "--seed", "3"]) == 0
+    written = json.load(open(out))
+    direct = evaluate(fake, real, key=jax.random.PRNGKey(3))
+    assert written.keys() == direct.keys()
+    np.testing.assert_allclose([written[k] for k in direct], [direct[k] for k in direct], rtol=1e-6)
+    # a run on data with known modes gets the mode-collapse metrics
+    run = str(tmp_path / "gmm-ring")
+    assert main(["fit", "gmm", "--data", "ring8", "--out", run, "--components", "8"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", run, "--num-samples", "200"]) == 0
+    merged = json.load(open(os.path.join(run, "metrics.json")))
+    assert merged["num_modes"] == 8 and 0 <= merged["modes_covered"] <= 8
 
 
 @pytest.mark.parametrize(
@@ -65,6 +122,10 @@ def test_digits_reports_bits_per_dim(tmp_path):
         (["fit", "realnvp", "--hidden", "a,b"], "comma-separated widths"),
         (["fit", "realnvp", "--lr", "-1"], "--lr: must be a finite number > 0"),
         (["sample", "-n", "3", "--out", "x.npy"], "--run"),
+        (["fit", "kde", "--bandwidth", "-1"], "--bandwidth: must be a finite number > 0"),
+        (["fit", "gmm", "--components", "0"], "--components: must be >= 1"),
+        (["eval", "--samples", "a.npy"], "--samples needs --reference"),
+        (["eval"], "one of the arguments --run --samples is required"),
         ([], "required"),
     ],
 )
@@ -73,6 +134,20 @@ def test_bad_arguments_exit_2(argv, message, capsys):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_classical_option_mismatch_and_bad_sample_files(tmp_path, capsys):
+    assert main(["fit", "kde", "--data", "moons", "--bins", "3", "--out", str(tmp_path / "k")]) == 2
+    assert "kde does not take --bins" in capsys.readouterr().err
+    np.save(tmp_path / "flat.npy", np.zeros(5))
+    np.save(tmp_path / "ok.npy", np.zeros((5, 2)))
+    assert main(["eval", "--samples", str(tmp_path / "flat.npy"), "--reference", str(tmp_path / "ok.npy")]) == 2
+    assert "expected an (n, d) array" in capsys.readouterr().err
+    assert main(["eval", "--samples", str(tmp_path / "missing.npy"), "--reference", str(tmp_path / "ok.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    np.save(tmp_path / "three.npy", np.zeros((5, 3)))
+    assert main(["eval", "--samples", str(tmp_path / "three.npy"), "--reference", str(tmp_path / "ok.npy")]) == 2
+    assert "dim" in capsys.readouterr().err
 
 
 def test_missing_and_corrupt_runs(tmp_path, moons_run, capsys):

@@ -46,6 +46,12 @@ from genlearn.classical._validation import (
 __all__ = ["Histogram", "histogram", "MAX_CELLS"]
 
 MAX_CELLS = 2**24
+
+
+def _describe_bins(nb: np.ndarray) -> str:
+    if np.all(nb == nb[0]):
+        return f"{int(nb[0])} bins per axis"
+    return f"bins per axis {nb.tolist()}" if nb.size <= 8 else f"{nb.min()}..{nb.max()} bins per axis"
 """Largest number of cells a histogram may have (the table is dense): with
 10 bins per axis this is reached at d = 8, the curse of dimensionality."""
 
@@ -156,8 +162,9 @@ def histogram(
         cells = int(np.prod(nb.astype(float)))
         if cells > MAX_CELLS:
             raise ValueError(
-                f"histogram: {cells:.3g} cells (bins per axis {nb.tolist()}) exceed "
-                f"MAX_CELLS = {MAX_CELLS}; use fewer bins or a larger bin_width"
+                f"histogram: {cells:.3g} cells ({_describe_bins(nb)} in d = {d}) exceed "
+                f"MAX_CELLS = {MAX_CELLS}; use fewer bins or a larger bin_width (the curse of "
+                f"dimensionality: a histogram needs bins**d cells)"
             )
         width = (hi - lo) / nb
         # The same cell index as log_prob, so that no training point can land
