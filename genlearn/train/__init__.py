@@ -7,7 +7,12 @@ the same way. `save_pytree` / `load_pytree` store a trained model with JSON
 metadata.
 """
 
-from genlearn.train.checkpoint import CheckpointError, load_pytree, save_pytree
+from genlearn.train.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_pytree,
+    save_pytree,
+)
 from genlearn.train.fit import FitResult, fit
 from genlearn.train.step import (
     epoch_permutation,
@@ -18,6 +23,7 @@ from genlearn.train.step import (
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatchError",
     "FitResult",
     "epoch_permutation",
     "fit",

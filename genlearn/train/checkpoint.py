@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointError", "save_pytree", "load_pytree"]
+__all__ = ["CheckpointError", "CheckpointMismatchError", "save_pytree", "load_pytree"]
 
 PyTree = Any
 
@@ -43,6 +43,14 @@ _METADATA = "metadata.json"
 
 class CheckpointError(ValueError):
     """A checkpoint or saved pytree is missing, unreadable or inconsistent."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint that was written for another model or optimiser.
+
+    Unlike damage, this is never "fixed" by falling back to an older step:
+    every step of the run has the same structure, so it is raised at once.
+    """
 
 
 def _describe(err: BaseException, limit: int = 300) -> str:
@@ -217,6 +225,56 @@ def load_pytree(
 # ---------------------------------------------------------------------------
 
 
+def _check_writable(directory: str) -> None:
+    """Create ``directory`` and write a probe file in it, before any training.
+
+    Raises:
+      CheckpointError: naming the directory and the OS error (a path under a
+        regular file, a read-only file system, missing permissions, ...).
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise CheckpointError(
+            f"checkpoint_dir {directory} is not writable: {_describe(err)}"
+        ) from err
+
+
+def _leaf_specs(tree: PyTree) -> dict[str, tuple]:
+    # "/"-joined key names, so a dict and a NamedTuple with the same field
+    # names (orbax stores NamedTuples as dicts) describe the same leaf.
+    return {
+        jax.tree_util.keystr(path, simple=True, separator="/"): (
+            tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", None) or np.result_type(leaf)).name
+        )
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def _check_same_structure(stored: PyTree, current: PyTree, what: str, where: str) -> None:
+    """Raise `CheckpointMismatchError` unless ``stored`` (orbax metadata) has
+    the leaf names, shapes and dtypes of ``current``."""
+    old, new = _leaf_specs(stored), _leaf_specs(current)
+    problems = [f"{name}: missing from the model" for name in sorted(set(old) - set(new))]
+    problems += [f"{name}: not in the checkpoint" for name in sorted(set(new) - set(old))]
+    problems += [
+        f"{name}: shape {old[name][0]} {old[name][1]} in the checkpoint, "
+        f"{new[name][0]} {new[name][1]} in the model"
+        for name in sorted(set(old) & set(new))
+        if old[name] != new[name]
+    ]
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
+        raise CheckpointMismatchError(
+            f"the checkpoint {where} was written for a different {what} "
+            f"architecture: {shown}. Use the configuration it was trained with, "
+            f"or a new checkpoint directory"
+        )
+
+
 def _open_manager(
     directory: str, max_to_keep: Optional[int]
 ) -> ocp.CheckpointManager:
@@ -257,6 +315,7 @@ def _restore_latest(
     manager: ocp.CheckpointManager,
     make_target: Callable[[Any], PyTree],
     check: Optional[Callable[[int, PyTree], None]] = None,
+    expect: Optional[dict] = None,
 ) -> Optional[tuple[int, PyTree]]:
     """Restore the newest readable step, falling back to older ones.
 
@@ -267,6 +326,10 @@ def _restore_latest(
         like loss histories, can take the stored shape).
       check: optional ``check(step, state)`` raising on an inconsistent state;
         such a step counts as unreadable.
+      expect: optional ``{name: (what, tree)}``: the stored entry ``name`` must
+        have the leaf names, shapes and dtypes of ``tree`` (e.g. the model's
+        params, described as ``what="model"``), else
+        `CheckpointMismatchError` is raised at once (no fallback).
 
     Returns:
       ``(step, state)``, or None when the directory holds no checkpoint.
@@ -275,8 +338,9 @@ def _restore_latest(
       again.
 
     Raises:
+      CheckpointMismatchError: see ``expect``.
       CheckpointError: there are checkpoints but none can be read. Nothing is
-        renamed in that case.
+        renamed in either case.
     """
     directory = os.fspath(manager.directory)
     steps = sorted(manager.all_steps(), reverse=True)
@@ -287,12 +351,17 @@ def _restore_latest(
         try:
             metadata = manager.item_metadata(step)
             tree_metadata = getattr(metadata, "tree", metadata)
+            for name, (what, tree) in (expect or {}).items():
+                _check_same_structure(tree_metadata[name], tree, what,
+                                      f"step {step} in {directory}")
             state = manager.restore(
                 step, args=ocp.args.StandardRestore(make_target(tree_metadata))
             )
             if check is not None:
                 check(step, state)
-        # See load_pytree: any failure here means the step is unusable.
+        except CheckpointMismatchError:
+            raise
+        # See load_pytree: any other failure here means the step is unusable.
         except Exception as err:  # noqa: BLE001
             unreadable.append((step, _describe(err)))
             warnings.warn(

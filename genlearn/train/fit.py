@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 from genlearn.train.checkpoint import (
     CheckpointError,
+    _check_writable,
     _open_manager,
     _restore_latest,
     _save_state,
@@ -73,8 +75,8 @@ class FitResult(NamedTuple):
       best_val_loss: the lowest validation loss (inf if none was finite); None
         without validation.
       stop_reason: ``"steps"`` (ran all steps), ``"early_stopping"`` (patience
-        ran out) or ``"nonfinite"`` (``max_nonfinite`` consecutive rejected
-        updates).
+        ran out), ``"nonfinite"`` (``max_nonfinite`` consecutive rejected
+        updates) or ``"time"`` (``max_seconds`` elapsed).
     """
 
     params: PyTree
@@ -169,7 +171,8 @@ def _val_rows(n: int, val_fraction: float) -> int:
 # ---------------------------------------------------------------------------
 
 
-def _make_chunk(loss_fn, optimizer, num_rows, batch_size, length, max_nonfinite, loss_dtype):
+def _make_chunk(loss_fn, optimizer, num_rows, batch_size, length, max_nonfinite, loss_dtype,
+                mesh=None):
     """``length`` guarded steps in one jitted `lax.scan`.
 
     Only the first ``num_active`` iterations run (and, with ``max_nonfinite``,
@@ -180,6 +183,11 @@ def _make_chunk(loss_fn, optimizer, num_rows, batch_size, length, max_nonfinite,
     """
     step_fn = train_step(loss_fn, optimizer)
     steps_per_epoch = num_rows // batch_size
+    if mesh is not None:  # data parallel: rows of each minibatch split over the mesh
+        from genlearn.parallel.mesh import batch_spec
+
+        batch_sharding = jax.sharding.NamedSharding(mesh, batch_spec(mesh))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     nan = jnp.asarray(jnp.nan, loss_dtype)
 
     def chunk(params, opt_state, train, start, num_active, consecutive, shuffle_key, loss_key):
@@ -197,6 +205,9 @@ def _make_chunk(loss_fn, optimizer, num_rows, batch_size, length, max_nonfinite,
             )
             rows = jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)
             batch = jnp.take(train, rows, axis=0)
+            if mesh is not None:
+                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+                params = jax.lax.with_sharding_constraint(params, replicated)
             key = jax.random.fold_in(loss_key, step)
             params, opt_state, loss, finite = step_fn(params, opt_state, batch, key)
             consecutive = jnp.where(finite, 0, consecutive + 1)
@@ -272,6 +283,8 @@ def fit(
     max_nonfinite: Optional[int] = 10,
     progress: bool = True,
     progress_desc: str = "fit",
+    max_seconds: Optional[float] = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
 ) -> FitResult:
     r"""Minimise ``loss_fn`` over minibatches of ``data`` with ``optimizer``.
 
@@ -360,13 +373,27 @@ def fit(
       progress: show a tqdm bar (train loss = mean finite minibatch loss of
         the last chunk, val = latest validation loss).
       progress_desc: the bar's label, also used in warnings.
+      max_seconds: a wall-clock budget: no new chunk of ``eval_every`` steps
+        starts once this many seconds have passed since `fit` was called
+        (compilation included); the run ends with ``stop_reason="time"``.
+        None: no limit.
+      mesh: a `jax.sharding.Mesh` (e.g. `genlearn.parallel.make_mesh()`) to
+        train data-parallel: the data, params and optimiser state are
+        replicated on its devices and each minibatch is sharded along its rows
+        over all mesh axes, so XLA splits the loss and all-reduces the gradient.
+        ``batch_size`` must be a multiple of the number of devices. Under
+        `jax.distributed`, every process passes the same data and key; then
+        checkpoints are not supported. None: one device, as before.
 
     Returns:
       A `FitResult`.
 
     Raises:
       ValueError: bad data or hyperparameters (the message names the problem).
-      CheckpointError: ``resume`` found checkpoints but none was readable.
+      CheckpointError: ``resume`` found checkpoints but none was readable,
+        or ``checkpoint_dir`` is not writable.
+      CheckpointMismatchError: the checkpoint was written for params or an
+        optimiser state of another structure (a different architecture).
     """
     # ---- arguments --------------------------------------------------------
     steps = _check_int("steps", steps, 0)
@@ -406,6 +433,21 @@ def fit(
             f"batch_size ({batch_size}) exceeds the number of training rows ({n_train})"
         )
     has_val = val_data is not None or n_val > 0
+    start_time = time.perf_counter()
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a positive number of seconds or None, got {max_seconds!r}")
+    if mesh is not None:
+        from genlearn.parallel.mesh import num_batch_shards
+
+        if not isinstance(mesh, jax.sharding.Mesh):
+            raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        if batch_size % num_batch_shards(mesh):
+            raise ValueError(
+                f"batch_size ({batch_size}) must be a multiple of the number of mesh "
+                f"devices ({num_batch_shards(mesh)}) to split minibatches over them"
+            )
+        if checkpoint_dir is not None and not mesh.is_fully_addressable:
+            raise ValueError("checkpoint_dir is not supported with a multi-process mesh")
     _check_params(params)
     base_key = _typed_key(key)
     keys = dict(zip(_KEY_NAMES, jax.random.split(base_key, len(_KEY_NAMES))))
@@ -436,6 +478,7 @@ def fit(
     manager = None
     if checkpoint_dir is not None:
         checkpoint_dir = os.path.abspath(os.fspath(checkpoint_dir))
+        _check_writable(checkpoint_dir)  # fail now, not at the first save
         manager = _open_manager(checkpoint_dir, keep_checkpoints)
         if not resume and manager.all_steps():
             found = list(manager.all_steps())
@@ -487,7 +530,9 @@ def fit(
 
     try:
         if manager is not None and resume:
-            restored = _restore_latest(manager, make_target, check)
+            restored = _restore_latest(
+                manager, make_target, check,
+                expect={"params": ("model", params), "opt_state": ("optimiser", opt_state)})
             if restored is not None:
                 saved_step, state = restored
                 params, opt_state = state["params"], state["opt_state"]
@@ -514,6 +559,11 @@ def fit(
             train = jnp.take(data, perm[n_val:], axis=0)
         else:
             train = data
+        if mesh is not None:
+            from genlearn.parallel.mesh import replicate
+
+            params, opt_state, best_params, train, val_data = replicate(
+                (params, opt_state, best_params, train, val_data), mesh)
 
         length = eval_every
         if manager is not None:
@@ -530,6 +580,7 @@ def fit(
             length,
             max_nonfinite,
             np.dtype(loss_aval.dtype),
+            mesh,
         )
         val_loss_fn = _jitted(_make_loss, _cached_loss, loss_fn)
 
@@ -556,6 +607,7 @@ def fit(
             dynamic_ncols=True,
         )
         try:
+            first_step = step
             while True:
                 if max_nonfinite is not None and consecutive >= max_nonfinite:
                     stop_reason = "nonfinite"
@@ -565,6 +617,10 @@ def fit(
                     break
                 if step >= steps:
                     stop_reason = "steps"
+                    break
+                if (max_seconds is not None and step > first_step
+                        and time.perf_counter() - start_time >= max_seconds):
+                    stop_reason = "time"
                     break
                 end = min((step // length + 1) * length, steps)
                 params, opt_state, consecutive_arr, losses, finite, active = chunk(

@@ -1,0 +1,181 @@
+r"""Data-parallel training steps: any loss, or any hand-written (min-max) step.
+
+Two ways to run one step over a mesh of :math:`D` devices, for a loss that is a
+mean over the batch rows, :math:`L(\theta, B) = \frac1b \sum_{x \in B} \ell(\theta, x)`:
+
+* **Compiler-partitioned** (`data_parallel_step`, `parallelize`): one global
+  program under `jax.jit`; params are constrained to be replicated and the batch
+  to be sharded along its rows, and XLA's sharding propagation splits the
+  forward/backward pass by rows and inserts the all-reduce of the gradient.
+  The result is the *same* global computation as on one device (only the
+  summation order of the reductions changes), random numbers included
+  (``jax_threefry_partitionable``).
+* **pmap-style** (`pmap_step`): the per-device program written explicitly with
+  `jax.shard_map` (the primitive `jax.pmap` itself is now built on): each
+  device computes the loss and gradient of its :math:`b/D` rows and
+  ``jax.lax.pmean`` averages them, :math:`g = \frac1D \sum_i \nabla L(\theta,
+  B_i) = \nabla L(\theta, B)` since the shards have equal size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from genlearn.parallel.mesh import _check_mesh, batch_spec
+from genlearn.train.step import _all_finite, _call_loss, loss_takes_key, train_step
+
+__all__ = ["data_parallel_step", "parallelize", "pmap_step"]
+
+PyTree = Any
+
+
+def _check_optimizer(optimizer):
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
+        )
+
+
+def _constrain(tree, sharding):
+    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+
+def parallelize(
+    step_fn: Callable[..., Any],
+    mesh: Mesh,
+    *,
+    batch_argnums: Sequence[int] = (2,),
+    axis_name: Optional[str] = None,
+    static_argnums: Sequence[int] = (),
+    donate_argnums: Sequence[int] = (),
+) -> Callable[..., Any]:
+    """Jit any step function so that it runs data-parallel over ``mesh``.
+
+    Inside the jitted function the positional arguments in ``batch_argnums``
+    are constrained to be sharded along their leading (row) axis and all the
+    others (params, optimiser states, keys) to be replicated; every output is
+    replicated. This turns a hand-written step, e.g. a GAN update with two
+    optimisers or a contrastive-divergence update with Langevin chains, into a
+    data-parallel one without changing it, as long as its losses are means over
+    the batch rows. Pass params made by `replicate` and batches made by
+    `shard_batch` (in a single process, uncommitted arrays work too).
+
+    Returns:
+      The jitted function, with the signature of ``step_fn``.
+    """
+    _check_mesh(mesh)
+    batch_argnums = tuple(int(i) for i in batch_argnums)
+    static = tuple(int(i) for i in static_argnums)
+    replicated = NamedSharding(mesh, P())
+    sharded = NamedSharding(mesh, batch_spec(mesh, axis_name))
+
+    def wrapped(*args):
+        args = [
+            a if i in static else _constrain(a, sharded if i in batch_argnums else replicated)
+            for i, a in enumerate(args)
+        ]
+        return step_fn(*args)
+
+    return jax.jit(wrapped, out_shardings=replicated, static_argnums=static,
+                   donate_argnums=tuple(donate_argnums))
+
+
+def data_parallel_step(
+    loss_fn: Callable[..., jax.Array],
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    axis_name: Optional[str] = None,
+) -> Callable[..., tuple]:
+    r"""A jitted, data-parallel optimiser step for ``loss_fn`` over ``mesh``.
+
+    The step is `genlearn.train.train_step` (non-finite updates are rejected)
+    run through `parallelize`: batch rows sharded over the mesh, params and
+    optimiser state replicated, gradient averaged by the compiler.
+
+    Args:
+      loss_fn: ``loss(params, batch)``, or ``loss(params, batch, key)`` when it
+        has a parameter named ``key``; a mean over the rows of ``batch``.
+      optimizer: any `optax.GradientTransformation`.
+      mesh: from `make_mesh`.
+      axis_name: mesh axis the rows are split over (default: all axes).
+
+    Returns:
+      ``step(params, opt_state, batch, key=None) -> (params, opt_state, loss)``;
+      ``loss`` is the global minibatch loss at the incoming params, NaN when the
+      update was rejected as non-finite (params and state then unchanged).
+    """
+    _check_optimizer(optimizer)
+    takes_key = loss_takes_key(loss_fn)
+    inner = train_step(loss_fn, optimizer)
+
+    def step(params, opt_state, batch, key):
+        params, opt_state, loss, finite = inner(params, opt_state, batch, key)
+        return params, opt_state, jnp.where(finite, loss, jnp.nan)
+
+    jitted = parallelize(step, mesh, batch_argnums=(2,), axis_name=axis_name)
+
+    def run(params, opt_state, batch, key=None):
+        if takes_key and key is None:
+            raise ValueError("loss_fn takes a key: pass step(params, opt_state, batch, key)")
+        return jitted(params, opt_state, batch, key)
+
+    return run
+
+
+def pmap_step(
+    loss_fn: Callable[..., jax.Array],
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    axis_name: Optional[str] = None,
+) -> Callable[..., tuple]:
+    r"""The pmap-style step: per-device gradients averaged with ``lax.pmean``.
+
+    Written with `jax.shard_map` (``in_specs``: params, state and key ``P()``,
+    batch ``P(axis)``; ``out_specs`` all ``P()``), which is how `jax.pmap` is
+    implemented in current JAX. Device :math:`i` computes
+    :math:`(L_i, g_i) = (L, \nabla L)(\theta, B_i)` on its :math:`b/D` rows, then
+    :math:`L = \mathrm{pmean}(L_i)`, :math:`g = \mathrm{pmean}(g_i)` and every
+    device applies the same update. A loss that takes a key gets
+    ``fold_in(key, i)`` on device :math:`i` (so shards draw independent noise;
+    the numbers then differ from a one-device run, unlike `data_parallel_step`).
+
+    Returns:
+      ``step(params, opt_state, batch, key=None) -> (params, opt_state, loss)``,
+      jitted, with the same non-finite guard as `data_parallel_step`.
+    """
+    _check_mesh(mesh)
+    _check_optimizer(optimizer)
+    spec = batch_spec(mesh, axis_name)
+    axes = spec[0]
+    takes_key = loss_takes_key(loss_fn)
+    value_and_grad = jax.value_and_grad(_call_loss(loss_fn, takes_key))
+
+    def local(params, opt_state, batch, key):
+        if takes_key:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axes))
+        loss, grads = value_and_grad(params, batch, key)
+        loss, grads = jax.lax.pmean((loss, grads), axes)
+        updates, new_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        return (jax.tree_util.tree_map(keep, new_params, params),
+                jax.tree_util.tree_map(keep, new_state, opt_state),
+                jnp.where(finite, loss, jnp.nan))
+
+    mapped = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec, P()),
+                                   out_specs=(P(), P(), P())))
+
+    def run(params, opt_state, batch, key=None):
+        if takes_key and key is None:
+            raise ValueError("loss_fn takes a key: pass step(params, opt_state, batch, key)")
+        return mapped(params, opt_state, batch, key)
+
+    return run
