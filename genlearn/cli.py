@@ -2,6 +2,7 @@
 
     genlearn fit realnvp --data moons --out runs/moons
     genlearn fit kde --data moons --out runs/kde-moons        (also histogram, gmm)
+    genlearn fit ebm --data ring8 --out runs/ebm-ring8        (energy-based model: PCD + AIS likelihood)
     genlearn sample --run runs/moons -n 1000 --out samples.npy
     genlearn eval --run runs/moons
     genlearn eval --samples fake.npy --reference real.npy --out metrics.json
@@ -67,7 +68,7 @@ def _all_models() -> list[str]:
     from genlearn.classical.run import CLASSICAL_MODELS
     from genlearn.runs import FLOW_MODELS
 
-    return sorted(FLOW_MODELS) + list(CLASSICAL_MODELS)
+    return sorted(FLOW_MODELS) + list(CLASSICAL_MODELS) + ["ebm"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--components", type=_positive_int, help="gmm: number of components")
     c.add_argument("--reg-covar", type=_nonneg_float, help="gmm: added to covariance diagonals")
     c.add_argument("--restarts", type=_positive_int, help="gmm: EM restarts (n_init)")
+    m = p.add_argument_group("energy-based model (ebm): --steps, --lr, --hidden, --batch-size also apply")
+    m.add_argument("--mcmc-steps", type=_positive_int, help="ebm: MALA + jump steps per PCD update (default 10)")
+    m.add_argument("--ais-chains", type=_positive_int, help="ebm: AIS chains for log Z (default 1000)")
+    m.add_argument("--ais-temperatures", type=_positive_int, help="ebm: AIS temperatures (default 500)")
+    m.add_argument("--sample-steps", type=_positive_int, help="ebm: MCMC steps per drawn sample (default 200)")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("--run", required=True, help="run directory written by 'genlearn fit'")
@@ -172,18 +178,47 @@ def _cmd_fit_classical(args, dataset) -> int:
     return 0
 
 
+def _cmd_fit_ebm(args, dataset) -> int:
+    from genlearn.energy.run import fit_run
+
+    common = {"command", "model", "data", "out", "seed", "data_seed", "no_progress"}
+    taken = {"steps", "batch_size", "lr", "hidden", "mcmc_steps", "ais_chains", "ais_temperatures", "sample_steps"}
+    wrong = [k for k, v in vars(args).items() if k not in common | taken and v not in (None, False)]
+    if wrong:
+        return _fail(f"ebm does not take {', '.join('--' + w.replace('_', '-') for w in wrong)}", 2)
+    options = {"k": args.mcmc_steps, "hidden": list(args.hidden) if args.hidden else None, "learning_rate": args.lr,
+               "batch_size": args.batch_size, "ais_chains": args.ais_chains,
+               "ais_temperatures": args.ais_temperatures, "sample_steps": args.sample_steps}
+    out = _out_dir(args)
+    if out is None:
+        return 2
+    try:
+        metrics = fit_run(dataset, out, steps=args.steps, seed=args.seed, data_seed=args.data_seed,
+                          progress=not args.no_progress, **options)
+    except (ValueError, FloatingPointError) as err:
+        return _fail(str(err))
+    print(json.dumps(metrics, indent=2))
+    print(f"run saved to {out}")
+    return 0
+
+
 def _cmd_fit(args, parser) -> int:
     from genlearn.classical.run import CLASSICAL_MODELS
     from genlearn.data import DATASETS, load_dataset
     from genlearn.runs import FLOW_MODELS, default_train_config, train_run
 
-    if args.model not in FLOW_MODELS and args.model not in CLASSICAL_MODELS:
+    if args.model not in FLOW_MODELS and args.model not in CLASSICAL_MODELS and args.model != "ebm":
         parser.error(f"unknown model {args.model!r}; choose one of: {', '.join(_all_models())}")
     if args.data not in DATASETS:
         parser.error(f"unknown dataset {args.data!r}; choose one of: {', '.join(DATASETS)}")
     dataset = load_dataset(args.data, seed=args.data_seed)
     if args.model in CLASSICAL_MODELS:
         return _cmd_fit_classical(args, dataset)
+    if args.model == "ebm":
+        return _cmd_fit_ebm(args, dataset)
+    ebm_only = [n for n in ("mcmc_steps", "ais_chains", "ais_temperatures", "sample_steps") if getattr(args, n)]
+    if ebm_only:
+        parser.error(f"{', '.join('--' + n.replace('_', '-') for n in ebm_only)}: only for 'fit ebm'")
     config = default_train_config(args.model, dataset)
     overrides = {
         "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,

@@ -80,6 +80,27 @@ def test_fit_classical_writes_the_same_outputs(model, tmp_path, capsys):
     assert "w2_exact" in merged
 
 
+def test_fit_ebm_writes_samples_density_and_ais_nll(tmp_path, capsys):
+    out = str(tmp_path / "ebm")
+    tiny = ["--steps", "20", "--hidden", "16,16", "--batch-size", "64", "--mcmc-steps", "2", "--ais-chains", "64",
+            "--ais-temperatures", "20", "--sample-steps", "5", "--no-progress"]
+    assert main(["fit", "ebm", "--data", "ring8", "--out", out, *tiny]) == 0
+    for name in ("config.json", "metrics.json", "samples.png", "density.png", "model"):
+        assert os.path.exists(os.path.join(out, name)), name
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["family"] == "ebm" and cfg["model"] == "ebm" and cfg["data"] == "ring8" and cfg["dim"] == 2
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert np.isfinite(metrics["test_nll"]) and metrics["test_nll_stderr"] > 0
+    assert main(["sample", "--run", out, "-n", "30", "--out", str(tmp_path / "s.npy")]) == 0
+    x = np.load(tmp_path / "s.npy")
+    assert x.shape == (30, 2) and np.all(np.isfinite(x))
+    capsys.readouterr()
+    assert main(["fit", "ebm", "--data", "ring8", "--layers", "3", "--out", out]) == 2
+    assert "ebm does not take --layers" in capsys.readouterr().err
+    assert main(["fit", "ebm", "--data", "digits", "--out", str(tmp_path / "d"), *tiny]) == 1
+    assert "continuous data only" in capsys.readouterr().err
+
+
 def test_classical_histogram_on_digits_fails_clearly(tmp_path, capsys):
     assert main(["fit", "histogram", "--data", "digits", "--out", str(tmp_path / "h")]) == 1
     assert "curse of dimensionality" in capsys.readouterr().err
