@@ -37,6 +37,7 @@ uses blackjax's energy-error threshold.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -446,6 +447,13 @@ def sample_chains(
 
 
 def _run(sampler, key, x0, burn_in, num_steps, thin):
+    return _compiled_runner(sampler, burn_in, num_steps, thin)(key, x0)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_runner(sampler, burn_in, num_steps, thin):
+    """One jitted program per (sampler, step counts): repeated calls do not recompile."""
+
     def one_chain(k, position):
         state = sampler.init(position)
 
@@ -458,5 +466,8 @@ def _run(sampler, key, x0, burn_in, num_steps, thin):
         kept = positions[burn_in:][thin - 1 :: thin]
         return state, info, kept
 
-    keys = jax.random.split(key, x0.shape[0])
-    return jax.jit(jax.vmap(one_chain))(keys, x0)
+    @jax.jit
+    def run(key, x0):
+        return jax.vmap(one_chain)(jax.random.split(key, x0.shape[0]), x0)
+
+    return run
