@@ -96,6 +96,43 @@ def parity_mask(dim: int, swap: bool = False) -> np.ndarray:
     return ~mask if swap else mask
 
 
+def _stride(idx: np.ndarray) -> int | None:
+    """The step of an arithmetic progression of indices (1 for one index), else None."""
+    if idx.size == 1:
+        return 1
+    steps = np.diff(idx)
+    return int(steps[0]) if steps[0] > 0 and np.all(steps == steps[0]) else None
+
+
+def _taker(idx: np.ndarray) -> Callable[[Array], Array]:
+    """``x -> x[idx]`` as a (strided) slice when the indices allow: a gather, and
+    the scatter in its gradient, cost far more than a slice and its pad."""
+    step = _stride(idx)
+    if step is None:
+        return lambda x: x[idx]
+    start, stop = int(idx[0]), int(idx[-1]) + 1
+    return lambda x: x[start:stop:step]
+
+
+def _assembler(cond_idx: np.ndarray, trans_idx: np.ndarray) -> Callable[[Array, Array], Array]:
+    """``(x_c, x_t) -> x`` with ``x[cond_idx] = x_c``, ``x[trans_idx] = x_t``.
+
+    Two contiguous blocks are concatenated in data order and two interleaved
+    halves (a parity mask) are stacked and reshaped, so only irregular masks
+    need a gather.
+    """
+    if _stride(cond_idx) == 1 and _stride(trans_idx) == 1:
+        if cond_idx[0] < trans_idx[0]:
+            return lambda x_c, x_t: jnp.concatenate([x_c, x_t])
+        return lambda x_c, x_t: jnp.concatenate([x_t, x_c])
+    if (cond_idx.size == trans_idx.size and _stride(cond_idx) == 2 and _stride(trans_idx) == 2
+            and abs(int(cond_idx[0]) - int(trans_idx[0])) == 1):
+        first_is_cond = cond_idx[0] == 0
+        return lambda x_c, x_t: jnp.stack([x_c, x_t] if first_is_cond else [x_t, x_c], -1).reshape(-1)
+    order = np.argsort(np.concatenate([cond_idx, trans_idx])).astype(np.int32)
+    return lambda x_c, x_t: jnp.concatenate([x_c, x_t])[order]
+
+
 def coupling(
     dim: int,
     transformer: Transformer,
@@ -133,21 +170,10 @@ def coupling(
     cond_idx = np.flatnonzero(~mask).astype(np.int32)
     trans_idx = np.flatnonzero(mask).astype(np.int32)
     k = trans_idx.size
-    # Output order [cond, trans] -> data order; identity for a contiguous split.
-    order = np.argsort(np.concatenate([cond_idx, trans_idx])).astype(np.int32)
-    identity_order = np.array_equal(order, np.arange(dim))
+    take_cond, take_trans = _taker(cond_idx), _taker(trans_idx)
+    assemble = _assembler(cond_idx, trans_idx)
     net = MLP(hidden=tuple(int(w) for w in hidden), out=k * transformer.params_per_dim,
               activation=activation, zero_init_last=True)
-
-    def _take(x, idx):
-        # Contiguous index ranges become slices: cheaper than a gather.
-        if idx[-1] - idx[0] + 1 == idx.size:
-            return x[int(idx[0]) : int(idx[-1]) + 1]
-        return x[idx]
-
-    def _assemble(x_c, x_t):
-        out = jnp.concatenate([x_c, x_t])
-        return out if identity_order else out[order]
 
     def init(key):
         return net.init(key, jnp.zeros((cond_idx.size + context_dim,)))
@@ -157,13 +183,13 @@ def coupling(
         return net.apply(params, inp).reshape(k, transformer.params_per_dim)
 
     def apply_and_log_det(params, z, context=None):
-        z_c = _take(z, cond_idx)
-        x_t, ld = transformer.forward(_h(params, z_c, context).astype(z.dtype), _take(z, trans_idx))
-        return _assemble(z_c, x_t), ld
+        z_c = take_cond(z)
+        x_t, ld = transformer.forward(_h(params, z_c, context).astype(z.dtype), take_trans(z))
+        return assemble(z_c, x_t), ld
 
     def inverse_and_log_det(params, x, context=None):
-        x_c = _take(x, cond_idx)
-        z_t, ld = transformer.inverse(_h(params, x_c, context).astype(x.dtype), _take(x, trans_idx))
-        return _assemble(x_c, z_t), ld
+        x_c = take_cond(x)
+        z_t, ld = transformer.inverse(_h(params, x_c, context).astype(x.dtype), take_trans(x))
+        return assemble(x_c, z_t), ld
 
     return make_bijector(init, apply_and_log_det, inverse_and_log_det, dim, context_dim=context_dim)
