@@ -46,12 +46,18 @@ __all__ = [
     "dataset_for_run",
     "LoadedRun",
     "load_any",
+    "evaluate_run",
 ]
 
 # Model name -> factory(dim, num_layers, hidden, **kw) returning a Flow.
 FLOW_MODELS: dict[str, Callable[..., core.Flow]] = {
     "realnvp": flows.realnvp,
     "nice": flows.nice,
+    "maf": flows.maf,  # flows II: autoregressive and spline
+    "iaf": flows.iaf,
+    "spline": flows.spline,
+    "glow": flows.glow,  # flows II: glow, cnf
+    "cnf": flows.cnf,
 }
 
 LOGIT_ALPHA = 0.05
@@ -86,6 +92,16 @@ def default_train_config(model: str, dataset: Dataset) -> TrainConfig:
     batch 256, 20k steps. Digits (1400 examples in 64-D) overfit quickly, so
     the flows are smaller and regularised, with early stopping on a split.
     """
+    if model == "cnf":  # flows II: ODE solves are costly; a small exact-trace field, few steps
+        return TrainConfig(steps=3000, batch_size=256, learning_rate=3e-3, weight_decay=0.0, num_layers=1,
+                           hidden=(64, 64), val_fraction=0.0 if dataset.discrete_levels is None else 0.15,
+                           eval_every=250, patience=None, seed=0, mask="half")
+    if model == "glow":  # flows II: actnorm -> LU linear -> affine coupling steps
+        if dataset.discrete_levels is not None:
+            return TrainConfig(steps=3000, batch_size=128, learning_rate=1e-3, weight_decay=1e-2, num_layers=8,
+                               hidden=(16, 16), val_fraction=0.15, eval_every=100, patience=10, seed=0, mask="parity")
+        return TrainConfig(steps=20_000, batch_size=256, learning_rate=1e-3, weight_decay=0.0, num_layers=8,
+                           hidden=(128, 128), val_fraction=0.1, eval_every=500, patience=None, seed=0, mask="half")
     if dataset.discrete_levels is not None:
         return TrainConfig(steps=3000, batch_size=128, learning_rate=1e-3, weight_decay=1e-2,
                            num_layers=8, hidden=(16, 16) if model == "realnvp" else (32, 32),
@@ -156,8 +172,11 @@ def evaluate_nll(model, params, x: np.ndarray, *, levels: int | None, key: jax.A
 
 
 def train_run(model_name: str, dataset: Dataset, config: TrainConfig, *, out: str | None = None,
-              progress: bool = True, resume: bool = False, data_seed: int = 0) -> tuple[Any, dict, Any]:
+              progress: bool = True, resume: bool = False, data_seed: int = 0,
+              max_seconds: float | None = None) -> tuple[Any, dict, Any]:
     """Trains ``model_name`` on ``dataset`` and (if ``out``) saves the run.
+
+    ``max_seconds`` stops training on the clock (see `genlearn.train.fit`).
 
     Returns ``(params, config_dict, fit_result)``; raises ValueError on bad
     input and FloatingPointError if training produced no finite model.
@@ -180,6 +199,12 @@ def train_run(model_name: str, dataset: Dataset, config: TrainConfig, *, out: st
     k_init, k_fit = jax.random.split(key)
     params = model.init(k_init)
     dequant = uniform_dequantize if dataset.discrete_levels is not None else None
+    if "x_batch" in inspect.signature(model.bijector.init).parameters:
+        # Data-dependent initialisation (glow's ActNorm) on a batch in the model's preprocessed space.
+        outer = _outer_bijector(cfg["preprocess"], dim)
+        x0 = jnp.asarray(train[:1024]) if dequant is None else dequant(k_init, jnp.asarray(train[:1024]))
+        x0 = jax.vmap(outer.inverse, (None, 0))(outer.init(k_init), x0)
+        params = {**params, "bijector": model.bijector.init(jax.random.split(k_init)[1], x0)}
     loss = nll(model, dequantize=dequant)
     schedule = optax.cosine_decay_schedule(config.learning_rate, max(config.steps, 1))
     optimizer = optax.adamw(schedule, weight_decay=config.weight_decay) if config.weight_decay > 0 else optax.adam(schedule)
@@ -194,7 +219,7 @@ def train_run(model_name: str, dataset: Dataset, config: TrainConfig, *, out: st
     result = fit(loss, params, train, optimizer=optimizer, steps=config.steps, batch_size=config.batch_size,
                  key=k_fit, val_fraction=config.val_fraction, eval_every=config.eval_every,
                  patience=config.patience, checkpoint_dir=ckpt, resume=resume, progress=progress,
-                 progress_desc=f"fit {model_name} on {dataset.name}")
+                 progress_desc=f"fit {model_name} on {dataset.name}", max_seconds=max_seconds)
     params = result.params
     if not all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(params)):
         raise FloatingPointError("training produced non-finite params; nothing was saved")
@@ -295,3 +320,42 @@ def load_any(run_dir: str) -> LoadedRun:
         return LoadedRun(family, cfg, int(cfg["dim"]),
                          lambda key, n: np.asarray(module.sample_run(run_dir, key, n)), None)
     raise RunError(f"{run_dir!r}: unknown model family {family!r} in config.json")
+
+
+def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
+                 run: LoadedRun | None = None) -> dict:
+    """Every metric that applies to a saved run, against its dataset's test split.
+
+    Draws ``num_samples`` samples (default: the test size, at most 5000) and
+    runs :func:`genlearn.metrics.evaluate` (mode metrics for data with known
+    modes, digits-classifier features for digits); adds the test NLL (and
+    bits/dim for pixels) when the model has a density. Returns a JSON-ready dict.
+    """
+    from genlearn.metrics import evaluate
+
+    run = run or load_any(run_dir)
+    cfg = run.config
+    dataset = dataset_for_run(cfg)
+    test = np.asarray(dataset.test)
+    n = num_samples or min(len(test), 5000)
+    k_sample, k_eval, k_nll = jax.random.split(jax.random.PRNGKey(seed), 3)
+    samples = np.asarray(run.sample(k_sample, n))
+    if not np.all(np.isfinite(samples)):
+        raise FloatingPointError(f"run {run_dir!r} produced non-finite samples")
+    levels = cfg.get("discrete_levels")
+    rows: dict = {"model": cfg["model"], "family": run.family, "data": cfg["data"]}
+    if run.log_prob is not None:
+
+        class _Model(NamedTuple):
+            log_prob: Callable
+            dim: int
+
+        te = evaluate_nll(_Model(lambda _p, x: run.log_prob(x), run.dim), None, test, levels=levels, key=k_nll)
+        rows["test_nll"] = te["nll"]
+        if levels is not None:
+            rows["test_bits_per_dim"] = te["bits_per_dim"]
+            rows["test_nll_stderr"] = te["nll_stderr"]
+    kwargs = {"centers": dataset.centers, "std": dataset.std} if dataset.centers is not None else {}
+    rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if cfg["data"] == "digits" else None,
+                         **kwargs))
+    return rows

@@ -1,0 +1,146 @@
+"""Continuous normalizing flows: round trip and log-det within the ODE tolerance,
+Hutchinson's estimate equals the exact trace in expectation, adjoint gradients,
+conditional CNFs, and bad input. The CNF is not in the bijector registry: its
+round trip is bounded by the solver tolerance, not by float round-off."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genlearn import flows
+from genlearn.losses import nll
+from tests.helpers import perturb
+
+D, N = 2, 16  # every batch has N rows, so the jitted solves compile once and are shared
+H = (16, 16)
+FLOW = flows.cnf(D, hidden=H, rtol=1e-6, atol=1e-6)
+APPLY, INVERSE, LOG_DET, LOG_PROB = (jax.jit(f) for f in (FLOW.apply, FLOW.inverse, FLOW.log_det, FLOW.log_prob))
+
+
+def _params(flow, scale=0.3):
+    return perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), scale)
+
+
+PARAMS = _params(FLOW)
+
+
+def test_starts_at_identity_and_round_trips_within_tolerance():
+    z = jax.random.normal(jax.random.PRNGKey(2), (N, D))
+    np.testing.assert_allclose(APPLY(FLOW.init(jax.random.PRNGKey(0)), z), z, atol=1e-6)  # zero-initialised field
+    x = APPLY(PARAMS, z)
+    assert float(jnp.abs(x - z).max()) > 0.05  # a non-trivial flow
+    err_tight = float(jnp.abs(INVERSE(PARAMS, x) - z).max())
+    assert err_tight < 1e-4
+    # looser tolerances give a worse round trip: the tolerances are real parameters
+    loose = flows.cnf(D, hidden=H, rtol=1e-2, atol=1e-2)
+    err_loose = float(jnp.abs(jax.jit(lambda p, v: loose.inverse(p, loose.apply(p, v)))(PARAMS, z) - z).max())
+    assert err_tight < err_loose
+
+
+def test_log_det_equals_slogdet_of_the_jacobian_and_density_is_consistent():
+    """log|det dx/dz| against central differences of apply (the batch shares one step
+    sequence, so the discretised map is smooth in z), and log p(G(z)) = log q(z) - log_det."""
+    h = 1e-2
+    z0 = jax.random.normal(jax.random.PRNGKey(3), (N // (2 * D), D))
+    steps = jnp.concatenate([h * jnp.eye(D), -h * jnp.eye(D)])  # (2D, D)
+    x = APPLY(PARAMS, (z0[:, None, :] + steps[None]).reshape(N, D)).reshape(-1, 2 * D, D)
+    jac = jnp.swapaxes((x[:, :D] - x[:, D:]) / (2 * h), 1, 2)  # (n, i, j) = dx_i / dz_j
+    ld = LOG_DET(PARAMS, jnp.tile(z0, (2 * D, 1)))[: z0.shape[0]]
+    np.testing.assert_allclose(ld, jnp.linalg.slogdet(jac)[1], atol=2e-3)
+    assert float(jnp.abs(ld).max()) > 0.05
+    z = jax.random.normal(jax.random.PRNGKey(4), (N, D))
+    log_q = jax.vmap(FLOW.base.log_prob, (None, 0))(PARAMS["base"], z)
+    np.testing.assert_allclose(LOG_PROB(PARAMS, APPLY(PARAMS, z)), log_q - LOG_DET(PARAMS, z), atol=1e-4)
+    # the single-example bijector (used by transformed flows and runs) agrees with the batch functions
+    x_b, ld_b = jax.jit(jax.vmap(FLOW.bijector.apply_and_log_det, (None, 0)))(PARAMS["bijector"], z)
+    np.testing.assert_allclose(x_b, APPLY(PARAMS, z), atol=1e-4)
+    np.testing.assert_allclose(ld_b, LOG_DET(PARAMS, z), atol=1e-4)
+
+
+def test_density_integrates_to_one_in_2d():
+    g = jnp.linspace(-7, 7, 141)
+    xx = jnp.stack(jnp.meshgrid(g, g), -1).reshape(-1, D)
+    mass = float(jnp.exp(LOG_PROB(PARAMS, xx)).sum() * (g[1] - g[0]) ** 2)
+    assert abs(mass - 1.0) < 5e-3, mass
+
+
+def test_hutchinson_equals_exact_trace_in_expectation():
+    """Mean of many single-probe estimates = exact log p(x), within 4 standard errors."""
+    reps = 256
+    hu = flows.cnf(D, hidden=H, rtol=1e-6, atol=1e-6, trace="hutchinson")
+    x = jax.random.normal(jax.random.PRNGKey(5), (N, D))
+    lp_exact = np.asarray(LOG_PROB(PARAMS, x))
+    tiled = jnp.tile(x, (reps, 1))  # each row gets its own probe: reps independent estimates per point
+    estimate = jax.jit(lambda p, v, k: hu.log_prob(p, v, key=k))
+    est = np.asarray(estimate(PARAMS, tiled, jax.random.PRNGKey(6))).reshape(reps, N)
+    stderr = est.std(0) / np.sqrt(reps)
+    assert np.all(est.std(0) > 1e-3)  # noisy per probe ...
+    np.testing.assert_array_less(np.abs(est.mean(0) - lp_exact), 4 * stderr + 1e-3)  # ... unbiased
+    # the probes come from the key: same key, same estimate
+    np.testing.assert_array_equal(np.asarray(estimate(PARAMS, tiled, jax.random.PRNGKey(6))).reshape(reps, N), est)
+
+
+def test_adjoint_gradients_agree():
+    """Backsolve (continuous adjoint, O(1) memory) and reverse mode through the solver
+    give the same NLL gradient up to the ODE tolerance."""
+    x = jax.random.normal(jax.random.PRNGKey(7), (N, D))
+    back = flows.cnf(D, hidden=H, rtol=1e-6, atol=1e-6, adjoint="backsolve")
+    flat = []
+    for flow in (FLOW, back):
+        g = jax.jit(jax.grad(nll(flow)))(PARAMS, x)
+        flat.append(np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(g)]))
+    assert np.linalg.norm(flat[0]) > 1e-2
+    np.testing.assert_allclose(flat[1], flat[0], atol=1e-3 * np.abs(flat[0]).max())
+
+
+def test_conditional_cnf():
+    cond = flows.cnf(D, hidden=H, context_dim=2)
+    cp = _params(cond)
+    c = jnp.array([1.0, -1.0])
+    xs = jax.jit(cond.sample, static_argnums=2)(cp, jax.random.PRNGKey(10), N, c)
+    log_prob = jax.jit(cond.log_prob)
+    lp = log_prob(cp, xs, c)
+    assert lp.shape == (N,) and np.all(np.isfinite(np.asarray(lp)))
+    assert float(jnp.abs(log_prob(cp, xs, -c) - lp).max()) > 1e-3  # the context matters
+    with pytest.raises(ValueError, match="context"):
+        cond.log_prob(cp, xs, jnp.ones(3))
+    with pytest.raises(ValueError, match="context"):
+        cond.sample(cp, jax.random.PRNGKey(0), 4)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: flows.cnf(2, trace="stochastic"), "trace must be 'exact' or 'hutchinson'"),
+        (lambda: flows.cnf(2, probe="uniform"), "probe"),
+        (lambda: flows.cnf(2, rtol=0.0), "rtol must be a finite number > 0"),
+        (lambda: flows.cnf(2, atol=float("nan")), "atol"),
+        (lambda: flows.cnf(2, t1=-1.0), "t1"),
+        (lambda: flows.cnf(2, solver="euler"), "unknown solver"),
+        (lambda: flows.cnf(2, adjoint="magic"), "unknown adjoint"),
+        (lambda: flows.cnf(2, max_steps=0), "max_steps"),
+        (lambda: flows.cnf(2, activation="relu"), "smooth"),
+        (lambda: flows.cnf(2, num_layers=0), "num_layers"),
+        (lambda: flows.cnf_nll(flows.cnf(2), weight_decay=-1.0), "weight_decay"),
+    ],
+)
+def test_invalid_hyperparameters(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_keys_and_shapes_are_checked():
+    ex, hu = FLOW, flows.cnf(D, hidden=H, trace="hutchinson")
+    params = PARAMS
+    x = jnp.zeros((3, D))
+    with pytest.raises(ValueError, match="needs a key"):
+        hu.log_prob(params, x)
+    with pytest.raises(ValueError, match="takes no key"):
+        ex.log_prob(params, x, key=jax.random.PRNGKey(0))
+    loss = flows.cnf_nll(hu)
+    assert np.isfinite(float(loss(params, x, jax.random.PRNGKey(1))))
+    with pytest.raises(ValueError, match="dim 2 but data has dim 3"):
+        ex.log_prob(params, jnp.zeros((3, 3)))
+    with pytest.raises(ValueError, match="positive int"):
+        ex.sample(params, jax.random.PRNGKey(0), 0)
