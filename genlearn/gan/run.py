@@ -1,0 +1,347 @@
+"""Run directories for the GAN family: ``fit_run`` / ``sample_run`` (``genlearn fit gan``).
+
+``fit_run`` trains a generator on a data set with an adversarial objective
+(``js``, ``ns``, ``wgan-clip``, ``wgan-gp``, ``sn``, ``hinge``) or directly on
+a weak loss (``mmd``: the GMMN generator; ``energy``, ``sinkhorn``,
+``sliced``, ``moments``), with per-loss defaults, and writes
+
+* ``config.json`` (``"family": "gan"`` and everything needed to rebuild),
+* ``model/`` (``genlearn.train.save_pytree``: generator params used for
+  sampling, the EMA when on, and the critic),
+* ``checkpoints/`` (``train_gan``; ``resume=True`` continues from them),
+* ``samples.png``, ``critic.png`` (the critic's weak-distance estimate per step),
+* ``metrics.json``: ``modes_covered``, ``num_modes``, ``high_quality_fraction``,
+  ``mode_kl`` for mixtures with known centres; ``test_mmd2`` and
+  ``test_energy_distance`` otherwise; ``digits_fid`` for digits.
+
+Pixels (data with ``discrete_levels``) are mapped to ``[-1, 1]`` and the
+generator ends in ``tanh``; samples are mapped back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genlearn.gan.critics import critic
+from genlearn.gan.generators import generator
+from genlearn.gan.minmax import GANInfo, minmax, weak_generator
+from genlearn.gan.objectives import OBJECTIVES, objective
+from genlearn.gan.train import train_gan
+from genlearn.gan.weak import WEAK_LOSSES, weak_loss
+
+__all__ = ["GAN_LOSSES", "GANRun", "default_options", "build_algorithm", "run_config", "train_model", "train_seeds",
+           "fit_run", "sample_run", "load_generator"]
+
+GAN_LOSSES = OBJECTIVES + WEAK_LOSSES
+
+_OPTION_NAMES = (
+    "latent_dim", "hidden", "critic_hidden", "base", "critic_steps", "batch_size", "lr_generator",
+    "lr_critic", "ema_decay", "gp_weight", "r1_weight", "clip", "bandwidths", "kernel", "epsilon",
+    "num_projections", "order", "activation", "chunk", "resume", "data_seed",
+)
+
+
+def default_options(loss: str, dataset) -> dict:
+    """Per-loss and per-data defaults (tuned on ring8 / grid25; see benchmarks/mode_collapse.py)."""
+    if loss not in GAN_LOSSES:
+        raise ValueError(f"unknown GAN loss {loss!r}; choose one of {GAN_LOSSES}")
+    pixels = dataset.discrete_levels is not None
+    opts = {
+        "latent_dim": 16 if pixels else 4,
+        "hidden": [256, 256] if pixels else [64, 64, 64],
+        "critic_hidden": [256, 256] if pixels else [64, 64, 64],
+        "base": "normal",
+        "activation": "relu",
+        "batch_size": 128 if pixels else 256,
+        "lr_generator": 1e-3,
+        "lr_critic": 1e-3,
+        "ema_decay": None,
+        "critic_steps": 1,
+        "gp_weight": None,
+        "r1_weight": 0.0,
+        "clip": None,
+        "steps": 3000 if pixels else 8000,
+        "chunk": 250,
+    }
+    if loss in ("wgan-gp", "wgan-clip", "sn", "hinge"):
+        # Lipschitz critics: the WGAN papers' m = 5 and TTUR (a faster critic); with m = 1-2 and
+        # lr 1e-3 the spectrally normalised critics lose the ring entirely
+        opts.update(critic_steps=5, lr_generator=2e-4, lr_critic=5e-4)
+    if loss in WEAK_LOSSES:
+        opts["critic_steps"] = 0
+        if not pixels:  # no adversary to outrun: a larger step and longer schedule sharpen the modes
+            opts.update(lr_generator=3e-3, steps=12000)
+        if loss == "mmd":
+            opts["kernel"] = "gaussian"
+            # multi-bandwidth (GMMN): from the data's component width to its spread
+            scale = float(np.mean(np.std(dataset.train, axis=0))) * (2.0 / 16 if pixels else 1.0)
+            opts["bandwidths"] = [scale * f for f in (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)]
+        elif loss == "sinkhorn":
+            opts["epsilon"] = 0.01
+        elif loss == "sliced":
+            opts["num_projections"] = 64
+        elif loss == "moments":
+            opts["order"] = 2
+    return opts
+
+
+def _scaling(dataset) -> tuple[float, float]:
+    """``x_model = (x - shift) / scale``: pixels to [-1, 1], other data unchanged."""
+    if dataset.discrete_levels is not None:
+        half = (dataset.discrete_levels - 1) / 2.0
+        return half, half
+    return 0.0, 1.0
+
+
+def build_algorithm(cfg: dict):
+    """``(generator, MinMax)`` from a run config (``config.json`` contents)."""
+    loss = cfg["loss"]
+    pixels = cfg["output"] == "tanh"
+    gen = generator(cfg["dim"], cfg["latent_dim"], tuple(cfg["hidden"]), cfg["base"],
+                    activation=cfg["activation"], output=cfg["output"])
+    sched = lambda lr: optax.cosine_decay_schedule(lr, cfg["steps"], 0.05) if cfg["steps"] > 0 else lr
+    if loss in WEAK_LOSSES:
+        wopts = {k: cfg[k] for k in ("kernel", "bandwidths", "epsilon", "num_projections", "order") if k in cfg}
+        if "bandwidths" in wopts:
+            wopts["bandwidths"] = tuple(wopts["bandwidths"])
+        algo = weak_generator(gen, weak_loss(loss, **wopts), optimizer=optax.adam(sched(cfg["lr_generator"])),
+                              batch_size=cfg["batch_size"], ema_decay=cfg["ema_decay"])
+        return gen, algo
+    obj = objective(loss, gp_weight=cfg["gp_weight"], r1_weight=cfg["r1_weight"], clip=cfg["clip"])
+    crit = critic(cfg["dim"], tuple(cfg["critic_hidden"]), activation="leaky_relu" if pixels else cfg["activation"],
+                  spectral_norm=obj.spectral_norm)
+    b1, b2 = (0.5, 0.9)
+    algo = minmax(gen, crit, obj,
+                  generator_optimizer=optax.adam(sched(cfg["lr_generator"]), b1=b1, b2=b2),
+                  critic_optimizer=optax.adam(sched(cfg["lr_critic"]), b1=b1, b2=b2),
+                  critic_steps=cfg["critic_steps"], batch_size=cfg["batch_size"], ema_decay=cfg["ema_decay"])
+    return gen, algo
+
+
+def _sample_model(gen, params, cfg, key, n) -> np.ndarray:
+    x = np.asarray(jax.jit(gen.sample, static_argnums=2)(params, key, n), np.float64)
+    return x * cfg["scale"] + cfg["shift"]
+
+
+class GANRun(NamedTuple):
+    """Everything :func:`train_model` produced (also what ``fit_run`` writes)."""
+
+    generator: Any
+    params: Any
+    config: dict
+    result: Any
+    samples: np.ndarray
+    metrics: dict
+
+
+def run_config(dataset: Any, *, loss: str = "wgan-gp", steps: int | None = None, seed: int = 0,
+               **options: Any) -> tuple[Any, dict]:
+    """``(dataset, config)``: the validated defaults of :func:`default_options` with ``options`` applied.
+
+    The config is what ``config.json`` holds (``"family": "gan"``, ``"model"``,
+    ``"data"``, ``"dim"``, the data scaling and every hyperparameter).
+    """
+    from genlearn.data import check_data, load_dataset
+
+    options = dict(options)
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, seed=int(options.get("data_seed") or 0))
+    unknown = set(options) - set(_OPTION_NAMES)
+    if unknown:
+        raise ValueError(f"fit_run: unknown options {sorted(unknown)}; allowed: {sorted(_OPTION_NAMES)}")
+    resume = bool(options.pop("resume", False))
+    data_seed = int(options.pop("data_seed", 0) or 0)
+    opts = default_options(loss, dataset)
+    opts.update({k: v for k, v in options.items() if v is not None})
+    if steps is not None:
+        opts["steps"] = steps
+    if isinstance(opts["steps"], bool) or not isinstance(opts["steps"], int) or opts["steps"] < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {opts['steps']!r}")
+    if loss in OBJECTIVES and opts["critic_steps"] < 1:
+        raise ValueError(f"critic_steps (m) must be >= 1 for adversarial loss {loss!r}, got {opts['critic_steps']}")
+    train = check_data(dataset.train, "training data")
+    shift, scale = _scaling(dataset)
+    cfg = {"family": "gan", "model": loss, "loss": loss, "data": dataset.name, "data_seed": data_seed,
+           "seed": int(seed), "dim": int(train.shape[1]), "shift": shift, "scale": scale,
+           "output": "tanh" if dataset.discrete_levels is not None else "linear",
+           "discrete_levels": dataset.discrete_levels, "resume": resume}
+    cfg.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()})
+    return dataset, cfg
+
+
+def _finish(dataset, gen, cfg, result, key_eval) -> GANRun:
+    params = result.state.ema if cfg["ema_decay"] is not None else result.state.generator
+    samples = _sample_model(gen, params, cfg, key_eval, 5000 if dataset.discrete_levels is None else 2000)
+    return GANRun(gen, params, cfg, result, samples, _metrics(dataset, samples, cfg["loss"], result))
+
+
+def _model_data(dataset, cfg):
+    return jnp.asarray((np.asarray(dataset.train, np.float64) - cfg["shift"]) / cfg["scale"], jnp.float32)
+
+
+def train_model(dataset: Any, *, loss: str = "wgan-gp", steps: int | None = None, seed: int = 0,
+                progress: bool = True, checkpoint_dir: str | None = None, max_seconds: float | None = None,
+                **options: Any) -> GANRun:
+    """Builds and trains a generator (the work of :func:`fit_run`, writing nothing but checkpoints).
+
+    Arguments as in :func:`fit_run`. Returns a :class:`GANRun` whose ``samples``
+    (5000 for toys, 2000 for pixels; data scale) were drawn with the key
+    ``split(PRNGKey(seed), 3)[2]`` and scored into ``metrics``.
+    """
+    dataset, cfg = run_config(dataset, loss=loss, steps=steps, seed=seed, **options)
+    gen, algo = build_algorithm(cfg)
+    key_init, key_train, key_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+    result = train_gan(algo, algo.init(key_init), _model_data(dataset, cfg), steps=cfg["steps"], key=key_train,
+                       chunk=cfg["chunk"], checkpoint_dir=checkpoint_dir, resume=cfg.pop("resume"),
+                       progress=progress, progress_desc=f"gan {loss}", max_seconds=max_seconds)
+    return _finish(dataset, gen, cfg, result, key_eval)
+
+
+def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", steps: int | None = None,
+                **options: Any) -> list[GANRun]:
+    """:func:`train_model` for several seeds at once: the min-max step ``jax.vmap``-ed over seeds.
+
+    Same keys as :func:`train_model` for each seed (init, step ``t`` with
+    ``fold_in(key_train, t)``, evaluation), one compiled ``lax.scan`` for all
+    seeds. A rejected (non-finite) update leaves that seed's state unchanged
+    and is counted in its history, as in :func:`~genlearn.gan.train.train_gan`;
+    no checkpoints, no early stop.
+    """
+    from genlearn.gan.train import GANResult
+
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must be a non-empty sequence of integers")
+    dataset, cfg = run_config(dataset, loss=loss, steps=steps, seed=seeds[0], **options)
+    cfg.pop("resume")
+    gen, algo = build_algorithm(cfg)
+    keys = jnp.stack([jnp.stack(jax.random.split(jax.random.PRNGKey(s), 3)) for s in seeds])
+    data = _model_data(dataset, cfg)
+
+    @jax.jit
+    def run(keys):
+        states = jax.vmap(algo.init)(keys[:, 0])
+
+        def body(st, t):
+            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys[:, 1])
+            return jax.vmap(algo.step, in_axes=(0, 0, None))(step_keys, st, data)
+
+        return jax.lax.scan(body, states, jnp.arange(cfg["steps"]))
+
+    states, infos = jax.device_get(run(keys))
+    out = []
+    for i, seed in enumerate(seeds):
+        state = jax.tree_util.tree_map(lambda v: v[i], states)
+        hist = {f: np.asarray(getattr(infos, f))[:, i] for f in GANInfo._fields}
+        finite = all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(state))
+        result = GANResult(state, hist, cfg["steps"], "completed" if finite else "nonfinite")
+        out.append(_finish(dataset, gen, {**cfg, "seed": seed}, result, keys[i, 2]))
+    return out
+
+
+def fit_run(dataset: Any, out: str | None, *, loss: str = "wgan-gp", steps: int | None = None, seed: int = 0,
+            progress: bool = True, max_seconds: float | None = None, **options: Any) -> dict:
+    """Trains a generator on ``dataset`` with ``loss``; writes the run directory ``out``.
+
+    Args:
+      dataset: a ``genlearn.data.Dataset`` or a data-set name.
+      out: run directory (None: nothing written, metrics still returned).
+      loss: one of :data:`GAN_LOSSES`.
+      steps: generator steps (default: per data set, :func:`default_options`).
+      seed: model / training seed.
+      progress: tqdm bar.
+      max_seconds: wall-clock budget (training stops at the end of a chunk past it).
+      **options: overrides of :func:`default_options` (``latent_dim``,
+        ``hidden``, ``critic_hidden``, ``base``, ``critic_steps``,
+        ``batch_size``, ``lr_generator``, ``lr_critic``, ``ema_decay``,
+        ``gp_weight``, ``r1_weight``, ``clip``, ``bandwidths``, ``kernel``,
+        ``epsilon``, ``num_projections``, ``order``, ``activation``,
+        ``chunk``, ``resume``, ``data_seed``); None values are ignored.
+
+    Returns:
+      The metrics dict (also written to ``out/metrics.json``).
+
+    Raises:
+      ValueError: unknown loss or option, invalid hyperparameters.
+    """
+    from genlearn.data import load_dataset
+
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, seed=int(options.get("data_seed") or 0))
+    ckpt = os.path.join(out, "checkpoints") if out is not None else None
+    run = train_model(dataset, loss=loss, steps=steps, seed=seed, progress=progress, checkpoint_dir=ckpt,
+                      max_seconds=max_seconds, **options)
+    cfg, samples, metrics, result = run.config, run.samples, run.metrics, run.result
+    if out is not None:
+        from genlearn.plotting import plot_digit_grid, plot_loss, plot_samples_2d
+        from genlearn.train import save_pytree
+
+        os.makedirs(out, exist_ok=True)
+        save_pytree(os.path.join(out, "model"), {"generator": run.params, "critic": result.state.critic},
+                    metadata=cfg, overwrite=True)
+        with open(os.path.join(out, "config.json"), "w") as fh:
+            json.dump(cfg, fh, indent=2)
+        if dataset.discrete_levels is not None:
+            plot_digit_grid(samples, os.path.join(out, "samples.png"), levels=dataset.discrete_levels,
+                            title=f"{loss} samples")
+        elif samples.shape[1] >= 2:
+            plot_samples_2d(samples[:, :2], np.asarray(dataset.test)[:, :2], os.path.join(out, "samples.png"),
+                            title=f"{loss} samples")
+        plot_loss({"train_loss": result.history["distance"]}, os.path.join(out, "critic.png"),
+                  ylabel="weak loss" if loss in WEAK_LOSSES else "critic distance estimate")
+        with open(os.path.join(out, "metrics.json"), "w") as fh:
+            json.dump(metrics, fh, indent=2)
+    return metrics
+
+
+def _metrics(dataset, samples, loss, result) -> dict:
+    from genlearn.metrics import digits_fid, energy_distance, mmd2, mode_coverage
+
+    out = {"loss": loss, "data": dataset.name, "steps": int(result.step), "stop_reason": result.stop_reason,
+           "final_distance": float(np.mean(result.history["distance"][-100:]))}
+    if not np.all(np.isfinite(samples)):
+        out["nonfinite_samples"] = int(np.sum(~np.isfinite(samples).all(1)))
+        return out
+    if dataset.centers is not None:
+        mc = mode_coverage(samples, dataset.centers, dataset.std)
+        out.update(modes_covered=int(mc.modes_covered), num_modes=int(np.asarray(dataset.centers).shape[0]),
+                   high_quality_fraction=float(mc.high_quality_fraction),
+                   mode_kl=float(mc.kl_to_uniform) if math.isfinite(mc.kl_to_uniform) else None)
+    test = np.asarray(dataset.test, np.float64)
+    if dataset.discrete_levels is not None:
+        out["digits_fid"] = float(digits_fid(np.clip(samples, 0, dataset.discrete_levels - 1), test))
+    else:
+        n = min(2000, test.shape[0], samples.shape[0])
+        out["test_mmd2"] = float(mmd2(samples[:n], test[:n]))
+        out["test_energy_distance"] = float(energy_distance(samples[:n], test[:n]))
+    return out
+
+
+def load_generator(out: str):
+    """``(generator, params, cfg)`` from a run directory written by :func:`fit_run`."""
+    from genlearn.train import load_pytree
+
+    with open(os.path.join(out, "config.json")) as fh:
+        cfg = json.load(fh)
+    if cfg.get("family") != "gan":
+        raise ValueError(f"{out} is not a GAN run (family {cfg.get('family')!r})")
+    gen = generator(cfg["dim"], cfg["latent_dim"], tuple(cfg["hidden"]), cfg["base"],
+                    activation=cfg["activation"], output=cfg["output"])
+    tree, _ = load_pytree(os.path.join(out, "model"))
+    return gen, tree["generator"], cfg
+
+
+def sample_run(out: str, key: jax.Array, n: int) -> np.ndarray:
+    """``(n, d)`` samples (data scale) from the generator saved in run directory ``out``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    gen, params, cfg = load_generator(out)
+    return _sample_model(gen, params, cfg, key, n)

@@ -1,0 +1,157 @@
+"""GAN family, training: the min-max step, adversarial objectives on a toy, the driver, runs."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from genlearn import gan
+
+
+def _shift_generator(dim=1):
+    """G(z) = z * 0.3 + mu: a generator whose only job is to find the data's location."""
+
+    def init(key):
+        return {"mu": jnp.zeros(dim)}
+
+    def apply(params, z):
+        return 0.3 * z + params["mu"]
+
+    def sample_latent(key, n):
+        return jax.random.normal(key, (n, dim))
+
+    def sample(params, key, n):
+        return apply(params, sample_latent(key, n))
+
+    return gan.Generator(init, apply, sample, sample_latent, dim, dim, "normal")
+
+
+DATA_1D = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (2048, 1)) * 0.3 + 2.0)
+
+
+@pytest.mark.parametrize("name", gan.OBJECTIVES)
+def test_adversarial_objectives_move_the_generator_towards_the_data(name):
+    obj = gan.objective(name)
+    g = _shift_generator()
+    c = gan.critic(1, (32, 32), spectral_norm=obj.spectral_norm, activation="leaky_relu")
+    lr_c = 1e-2 if name != "wgan-clip" else 5e-3
+    algo = gan.minmax(g, c, obj, generator_optimizer=optax.adam(1e-2, b1=0.5),
+                      critic_optimizer=optax.adam(lr_c, b1=0.5), critic_steps=5, batch_size=64)
+    state = algo.init(jax.random.PRNGKey(1))
+    res = gan.train_gan(algo, state, DATA_1D, steps=200, key=jax.random.PRNGKey(2), chunk=200, progress=False)
+    mu = float(res.state.generator["mu"][0])
+    assert abs(mu - 2.0) < 0.5, (name, mu)  # started at distance 2
+    assert res.stop_reason == "completed" and not res.history["nonfinite"].any()
+    # the critic's distance estimate is a progress monitor: it shrinks as the generator arrives
+    d = res.history["distance"]
+    assert np.mean(d[:10]) > np.mean(d[-20:]), name
+
+
+def _ring_setup(m=2, ema=None, name="wgan-gp"):
+    obj = gan.objective(name)
+    g = gan.generator(2, 2, (32, 32))
+    c = gan.critic(2, (32, 32), spectral_norm=obj.spectral_norm)
+    algo = gan.minmax(g, c, obj, generator_optimizer=optax.adam(1e-3), critic_optimizer=optax.adam(1e-3),
+                      critic_steps=m, batch_size=64, ema_decay=ema)
+    data = jax.random.normal(jax.random.PRNGKey(9), (512, 2))
+    return algo, data
+
+
+def test_fused_step_equals_separate_critic_and_generator_updates():
+    algo, data = _ring_setup(m=3, ema=0.9)
+    state = algo.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(4)
+    fused, info = jax.jit(algo.step)(key, state, data)
+    k_c, k_g = jax.random.split(key)
+    s = state
+    for k in jax.random.split(k_c, 3):
+        s, cinfo = jax.jit(algo.critic_update)(k, s, data)
+    s, ginfo = jax.jit(algo.generator_update)(k_g, s, data)
+    for a, b in zip(jax.tree_util.tree_leaves(fused), jax.tree_util.tree_leaves(s)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(info.distance) == pytest.approx(float(cinfo.distance), rel=1e-5)
+    assert int(fused.step) == 1
+    # EMA moved towards the new generator params, but not all the way
+    g0, g1, e1 = (jax.tree_util.tree_leaves(t)[0] for t in (state.generator, fused.generator, fused.ema))
+    np.testing.assert_allclose(e1, 0.9 * g0 + 0.1 * g1, rtol=1e-5, atol=1e-7)
+
+
+def test_nonfinite_updates_are_rejected():
+    algo, data = _ring_setup()
+    state = algo.init(jax.random.PRNGKey(0))
+    bad = gan.minmax(gan.generator(2, 2, (32, 32)), gan.critic(2, (32, 32)), gan.objective("wgan-gp"),
+                     generator_optimizer=optax.adam(1e-3), critic_optimizer=optax.scale(jnp.nan),
+                     critic_steps=1, batch_size=64)
+    new, info = jax.jit(bad.step)(jax.random.PRNGKey(1), state, data)
+    assert bool(info.nonfinite)
+    for a, b in zip(jax.tree_util.tree_leaves(new.critic), jax.tree_util.tree_leaves(state.critic)):
+        np.testing.assert_array_equal(a, b)
+    # the driver stops after max_nonfinite consecutive rejections and returns a finite state
+    with pytest.warns(UserWarning, match="non-finite"):
+        res = gan.train_gan(bad, state, data, steps=40, key=jax.random.PRNGKey(2), chunk=10, max_nonfinite=5)
+    assert res.stop_reason == "nonfinite" and res.step == 10
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(res.state))
+
+
+def test_minmax_bad_input():
+    g, c, obj = gan.generator(2, 2, (8,)), gan.critic(2, (8,)), gan.objective("wgan-gp")
+    opt = optax.adam(1e-3)
+    with pytest.raises(ValueError, match="critic_steps"):
+        gan.minmax(g, c, obj, generator_optimizer=opt, critic_optimizer=opt, critic_steps=0)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        gan.minmax(gan.generator(3, 2, (8,)), c, obj, generator_optimizer=opt, critic_optimizer=opt)
+    with pytest.raises(ValueError, match="spectrally normalised"):
+        gan.minmax(g, c, gan.objective("sn"), generator_optimizer=opt, critic_optimizer=opt)
+    algo = gan.minmax(g, c, obj, generator_optimizer=opt, critic_optimizer=opt, batch_size=8)
+    state = algo.init(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        algo.step(jax.random.PRNGKey(0), state, jnp.zeros((16, 3)))
+    with pytest.raises(ValueError, match="NaN|finite"):
+        gan.train_gan(algo, state, np.full((16, 2), np.nan), steps=1, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="ema_decay"):
+        gan.minmax(g, c, obj, generator_optimizer=opt, critic_optimizer=opt, ema_decay=1.5)
+
+
+def test_checkpoint_resume_is_bit_identical(tmp_path):
+    algo, data = _ring_setup(name="sn")  # spectral-norm u-vectors are part of the checkpointed state
+    state = algo.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(3)
+    full = gan.train_gan(algo, state, data, steps=30, key=key, chunk=10, progress=False)
+    ckpt = str(tmp_path / "ckpt")
+    gan.train_gan(algo, state, data, steps=20, key=key, chunk=10, checkpoint_dir=ckpt, progress=False)
+    assert len(os.listdir(ckpt)) == 2  # keep=2
+    resumed = gan.train_gan(algo, state, data, steps=30, key=key, chunk=10, checkpoint_dir=ckpt, resume=True,
+                            progress=False)
+    assert resumed.step == 30 and resumed.history["distance"].shape == (30,)
+    for a, b in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(full.history["distance"], resumed.history["distance"])
+
+
+def test_mmd_generator_fit_run_learns_the_ring(tmp_path):
+    out = str(tmp_path / "run")
+    m = gan.run.fit_run("ring8", out, loss="mmd", steps=1500, seed=0, progress=False)
+    for k in ("modes_covered", "num_modes", "high_quality_fraction", "mode_kl"):
+        assert k in m
+    assert m["num_modes"] == 8 and m["modes_covered"] == 8 and m["high_quality_fraction"] > 0.5, m
+    for f in ("samples.png", "critic.png", "metrics.json", "config.json"):
+        assert os.path.isfile(os.path.join(out, f))
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["family"] == "gan" and cfg["loss"] == "mmd"
+    x = gan.run.sample_run(out, jax.random.PRNGKey(0), 7)
+    assert x.shape == (7, 2) and np.all(np.isfinite(x))
+
+
+def test_fit_run_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        gan.run.fit_run("ring8", None, loss="vae")
+    with pytest.raises(ValueError, match="critic_steps"):
+        gan.run.fit_run("ring8", None, loss="wgan-gp", critic_steps=0, steps=1)
+    with pytest.raises(ValueError, match="latent_dim"):
+        gan.run.fit_run("ring8", None, loss="wgan-gp", latent_dim=0, steps=1)
+    with pytest.raises(ValueError, match="unknown options"):
+        gan.run.fit_run("ring8", None, loss="wgan-gp", foo=1)
