@@ -3,6 +3,7 @@
     genlearn fit realnvp --data moons --out runs/moons
     genlearn fit kde --data moons --out runs/kde-moons        (also histogram, gmm)
     genlearn fit ebm --data ring8 --out runs/ebm-ring8        (energy-based model: PCD + AIS likelihood)
+    genlearn fit gan --loss wgan-gp --data ring8 --out runs/wgan-ring8   (js, ns, wgan-clip, sn, hinge, mmd)
     genlearn sample --run runs/moons -n 1000 --out samples.npy
     genlearn eval --run runs/moons
     genlearn eval --samples fake.npy --reference real.npy --out metrics.json
@@ -68,7 +69,7 @@ def _all_models() -> list[str]:
     from genlearn.classical.run import CLASSICAL_MODELS
     from genlearn.runs import FLOW_MODELS
 
-    return sorted(FLOW_MODELS) + list(CLASSICAL_MODELS) + ["ebm"]
+    return sorted(FLOW_MODELS) + list(CLASSICAL_MODELS) + ["ebm", "gan"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--ais-chains", type=_positive_int, help="ebm: AIS chains for log Z (default 1000)")
     m.add_argument("--ais-temperatures", type=_positive_int, help="ebm: AIS temperatures (default 500)")
     m.add_argument("--sample-steps", type=_positive_int, help="ebm: MCMC steps per drawn sample (default 200)")
+    g = p.add_argument_group("generators and GANs (gan): --lr, --hidden, --batch-size apply to the generator")
+    g.add_argument("--loss", default=None, help="gan: js|ns|wgan-clip|wgan-gp|sn|hinge|mmd (default wgan-gp; "
+                   "also energy|sinkhorn|sliced|moments)")
+    g.add_argument("--latent-dim", type=_positive_int, help="gan: latent dimension D")
+    g.add_argument("--critic-steps", type=_positive_int, help="gan: critic steps m per generator step")
+    g.add_argument("--critic-hidden", type=_widths, help="gan: critic hidden widths")
+    g.add_argument("--lr-critic", type=_positive_float, help="gan: critic learning rate (TTUR)")
+    g.add_argument("--gp-weight", type=_nonneg_float, help="gan: gradient-penalty weight (wgan-gp)")
+    g.add_argument("--r1-weight", type=_nonneg_float, help="gan: R1 penalty weight")
+    g.add_argument("--clip", type=_positive_float, help="gan: weight-clipping delta (wgan-clip)")
+    g.add_argument("--ema-decay", type=_fraction, help="gan: generator EMA decay in [0, 1)")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("--run", required=True, help="run directory written by 'genlearn fit'")
@@ -178,6 +190,35 @@ def _cmd_fit_classical(args, dataset) -> int:
     return 0
 
 
+def _cmd_fit_gan(args, dataset) -> int:
+    from genlearn.gan.run import GAN_LOSSES, fit_run
+
+    loss = args.loss or "wgan-gp"
+    if loss not in GAN_LOSSES:
+        return _fail(f"unknown GAN loss {loss!r}; choose one of: {', '.join(GAN_LOSSES)}", 2)
+    wrong = [name for name in ("layers", "val_fraction", "patience", "eval_every", "weight_decay", "bins",
+                               "pseudocount", "padding", "kernel", "bandwidth", "covariance", "components",
+                               "reg_covar", "restarts") if getattr(args, name) is not None]
+    if wrong:
+        return _fail(f"gan does not take {', '.join('--' + w.replace('_', '-') for w in wrong)}", 2)
+    options = {"latent_dim": args.latent_dim, "hidden": args.hidden, "critic_hidden": args.critic_hidden,
+               "critic_steps": args.critic_steps, "batch_size": args.batch_size, "lr_generator": args.lr,
+               "lr_critic": args.lr_critic, "gp_weight": args.gp_weight, "r1_weight": args.r1_weight,
+               "clip": args.clip, "ema_decay": args.ema_decay}
+    out = _out_dir(args)
+    if out is None:
+        return 2
+    try:
+        metrics = fit_run(dataset, out, loss=loss, steps=args.steps or None, seed=args.seed,
+                          progress=not args.no_progress, resume=args.resume, data_seed=args.data_seed,
+                          **{k: v for k, v in options.items() if v is not None})
+    except (ValueError, FloatingPointError) as err:
+        return _fail(str(err))
+    print(json.dumps(metrics, indent=2))
+    print(f"run saved to {out}")
+    return 0
+
+
 def _cmd_fit_ebm(args, dataset) -> int:
     from genlearn.energy.run import fit_run
 
@@ -207,18 +248,24 @@ def _cmd_fit(args, parser) -> int:
     from genlearn.data import DATASETS, load_dataset
     from genlearn.runs import FLOW_MODELS, default_train_config, train_run
 
-    if args.model not in FLOW_MODELS and args.model not in CLASSICAL_MODELS and args.model != "ebm":
+    if args.model not in FLOW_MODELS and args.model not in CLASSICAL_MODELS and args.model not in ("ebm", "gan"):
         parser.error(f"unknown model {args.model!r}; choose one of: {', '.join(_all_models())}")
     if args.data not in DATASETS:
         parser.error(f"unknown dataset {args.data!r}; choose one of: {', '.join(DATASETS)}")
     dataset = load_dataset(args.data, seed=args.data_seed)
     if args.model in CLASSICAL_MODELS:
         return _cmd_fit_classical(args, dataset)
+    if args.model == "gan":
+        return _cmd_fit_gan(args, dataset)
     if args.model == "ebm":
         return _cmd_fit_ebm(args, dataset)
     ebm_only = [n for n in ("mcmc_steps", "ais_chains", "ais_temperatures", "sample_steps") if getattr(args, n)]
     if ebm_only:
         parser.error(f"{', '.join('--' + n.replace('_', '-') for n in ebm_only)}: only for 'fit ebm'")
+    gan_only = [n for n in ("loss", "latent_dim", "critic_steps", "critic_hidden", "lr_critic", "gp_weight",
+                            "r1_weight", "clip", "ema_decay") if getattr(args, n) is not None]
+    if gan_only:
+        parser.error(f"{', '.join('--' + n.replace('_', '-') for n in gan_only)}: only for 'fit gan'")
     config = default_train_config(args.model, dataset)
     overrides = {
         "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,

@@ -199,3 +199,28 @@ def test_console_script_has_no_traceback(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert "unknown dataset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fit_gan_writes_the_run_and_rejects_bad_options(tmp_path, capsys):
+    out = str(tmp_path / "mmd-ring8")
+    assert main(["fit", "gan", "--loss", "mmd", "--data", "ring8", "--steps", "200", "--hidden", "16,16",
+                 "--out", out, "--no-progress"]) == 0
+    for name in ("config.json", "metrics.json", "samples.png", "critic.png", "model"):
+        assert os.path.exists(os.path.join(out, name)), name
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["family"] == "gan" and cfg["model"] == "mmd" and cfg["hidden"] == [16, 16]
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["num_modes"] == 8 and {"modes_covered", "high_quality_fraction", "mode_kl"} <= metrics.keys()
+    assert main(["sample", "--run", out, "-n", "20", "--out", str(tmp_path / "g.npy")]) == 0
+    assert np.load(tmp_path / "g.npy").shape == (20, 2)
+    capsys.readouterr()
+    assert main(["fit", "gan", "--loss", "vae", "--out", str(tmp_path / "v")]) == 2
+    assert "unknown GAN loss 'vae'" in capsys.readouterr().err
+    assert main(["fit", "gan", "--layers", "3", "--out", str(tmp_path / "v")]) == 2
+    assert "gan does not take --layers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "realnvp", "--loss", "ns"])
+    assert "only for 'fit gan'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "gan", "--critic-steps", "0"])
+    assert "--critic-steps: must be >= 1" in capsys.readouterr().err
