@@ -5,6 +5,24 @@ from genlearn.core import Bijector, Distribution, Flow, chain, make_bijector, ma
 
 __version__ = "0.1.0"
 
+# Subpackages with heavier imports load on first attribute access (``gl.metrics``, ``gl.train``, ...).
+_LAZY_SUBMODULES = ("classical", "compare", "data", "energy", "gan", "interop", "metrics", "parallel",
+                    "plotting", "runs", "train")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f"genlearn.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'genlearn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
 __all__ = [
     "Bijector",
     "Distribution",

@@ -7,6 +7,7 @@
     genlearn sample --run runs/moons -n 1000 --out samples.npy
     genlearn eval --run runs/moons
     genlearn eval --samples fake.npy --reference real.npy --out metrics.json
+    genlearn compare --data ring8 --out runs/compare    (every family, one leaderboard)
 
 Bad arguments print a usage message and exit with status 2 (no traceback).
 """
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     from genlearn.data import DATASETS
 
     parser = argparse.ArgumentParser(prog="genlearn", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fit,sample,eval}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fit,sample,eval,compare}")
 
     p = sub.add_parser("fit", help="train a model on a built-in dataset and save the run")
     p.add_argument("model", help=f"model to fit, one of: {', '.join(_all_models())}")
@@ -140,6 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --samples: also compute FID/IS/KID in the digits classifier's features (d = 64)")
     e.add_argument("--out", default=None, help="metrics file (default: RUN/metrics.json, or ./metrics.json)")
     e.add_argument("--seed", type=_nonneg_int, default=0)
+
+    from genlearn.compare import DEFAULT_ROSTER, ROSTER
+
+    c = sub.add_parser("compare", help="fit the roster of models on one dataset and rank them by every metric")
+    c.add_argument("--data", default="ring8", help=f"dataset, one of: {', '.join(DATASETS)} (default ring8)")
+    c.add_argument("--models", default=None,
+                   help=f"comma-separated subset of: {', '.join(ROSTER)} (default: {','.join(DEFAULT_ROSTER)})")
+    c.add_argument("--budget", default=None,
+                   help="per model: N steps (e.g. 3000) or N seconds (e.g. 60s); default: per-model settings")
+    c.add_argument("--out", default=None, help="output directory (default runs/compare-DATA)")
+    c.add_argument("--num-samples", type=_positive_int, default=None, help="samples per model for the metrics")
+    c.add_argument("--seed", type=_nonneg_int, default=0)
+    c.add_argument("--no-progress", action="store_true", help="hide the per-model progress bars")
     return parser
 
 
@@ -379,40 +393,9 @@ def _load_npy(path: str, what: str):
 
 
 def _eval_run(args) -> tuple[dict, str]:
-    import jax
-    import numpy as np
+    from genlearn.runs import evaluate_run
 
-    from genlearn.metrics import evaluate
-    from genlearn.runs import dataset_for_run, evaluate_nll, load_any
-
-    run = load_any(args.run)
-    cfg = run.config
-    dataset = dataset_for_run(cfg)
-    test = np.asarray(dataset.test)
-    n = args.num_samples or min(len(test), 5000)
-    k_sample, k_eval, k_nll = jax.random.split(jax.random.PRNGKey(args.seed), 3)
-    samples = run.sample(k_sample, n)
-    levels = cfg.get("discrete_levels")
-    pixels = levels is not None
-    kwargs = {}
-    if dataset.centers is not None:
-        kwargs.update(centers=dataset.centers, std=dataset.std)
-    rows = {"model": cfg["model"], "family": run.family, "data": cfg["data"]}
-    if run.log_prob is not None:
-        from typing import NamedTuple
-
-        class _Model(NamedTuple):
-            log_prob: object
-            dim: int
-
-        model = _Model(lambda _params, x: run.log_prob(x), run.dim)
-        te = evaluate_nll(model, None, test, levels=levels, key=k_nll)
-        rows["test_nll"] = te["nll"]
-        if pixels:
-            rows["test_bits_per_dim"] = te["bits_per_dim"]
-            rows["test_nll_stderr"] = te["nll_stderr"]
-    rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if cfg["data"] == "digits" else None,
-                         **kwargs))
+    rows = evaluate_run(args.run, seed=args.seed, num_samples=args.num_samples)
     return rows, args.out or os.path.join(args.run, "metrics.json")
 
 
@@ -457,6 +440,27 @@ def _cmd_eval(args, parser) -> int:
     return 0
 
 
+def _cmd_compare(args, parser) -> int:
+    from genlearn.compare import ROSTER, compare, parse_budget
+    from genlearn.data import DATASETS
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    if models is not None:
+        unknown = [m for m in models if m not in ROSTER]
+        if unknown or not models:
+            parser.error(f"unknown model(s) {unknown}; the roster is: {', '.join(ROSTER)}")
+    if args.data not in DATASETS:
+        parser.error(f"unknown dataset {args.data!r}; choose one of: {', '.join(DATASETS)}")
+    try:
+        parse_budget(args.budget)
+    except ValueError as err:
+        parser.error(str(err))
+    out = args.out or os.path.join("runs", f"compare-{args.data}")
+    compare(args.data, models, budget=args.budget, out=out, seed=args.seed, num_samples=args.num_samples,
+            progress=not args.no_progress)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -464,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_fit(args, parser)
     if args.command == "sample":
         return _cmd_sample(args)
+    if args.command == "compare":
+        return _cmd_compare(args, parser)
     return _cmd_eval(args, parser)
 
 

@@ -329,7 +329,8 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
     Draws ``num_samples`` samples (default: the test size, at most 5000) and
     runs :func:`genlearn.metrics.evaluate` (mode metrics for data with known
     modes, digits-classifier features for digits); adds the test NLL (and
-    bits/dim for pixels) when the model has a density. Returns a JSON-ready dict.
+    bits/dim for pixels) when the model has a density, or the one its run
+    recorded (an EBM's AIS estimate). Returns a JSON-ready dict.
     """
     from genlearn.metrics import evaluate
 
@@ -355,6 +356,17 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
         if levels is not None:
             rows["test_bits_per_dim"] = te["bits_per_dim"]
             rows["test_nll_stderr"] = te["nll_stderr"]
+    else:
+        # No closed-form density (an energy model's likelihood needs AIS, done once at fit time): report the
+        # held-out likelihood its run recorded, if any.
+        try:
+            with open(os.path.join(run_dir, "metrics.json")) as fh:
+                recorded = json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            recorded = {}
+        for key in ("test_nll", "test_nll_stderr", "test_bits_per_dim"):
+            if isinstance(recorded.get(key), (int, float)):
+                rows[key] = recorded[key]
     kwargs = {"centers": dataset.centers, "std": dataset.std} if dataset.centers is not None else {}
     rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if cfg["data"] == "digits" else None,
                          **kwargs))

@@ -143,6 +143,18 @@ def test_jitted_chunks_match_step_by_step_reference():
     np.testing.assert_allclose(result.history["train_loss"], losses, atol=1e-6)
 
 
+def test_max_seconds_stops_on_the_clock_after_whole_chunks():
+    data = np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32)
+    kwargs = dict(optimizer=optax.adam(0.01), batch_size=16, key=KEY, progress=False, eval_every=5)
+    result = fit(mean_loss, {"m": jnp.zeros(3)}, data, steps=10**9, max_seconds=0.5, **kwargs)
+    assert result.stop_reason == "time"
+    assert 5 <= result.step < 10**9 and result.step % 5 == 0  # at least one chunk, stopped at a boundary
+    assert result.history["train_loss"].shape == (result.step,)
+    # a budget that is not reached changes nothing
+    full = fit(mean_loss, {"m": jnp.zeros(3)}, data, steps=20, max_seconds=3600, **kwargs)
+    assert full.stop_reason == "steps" and full.step == 20
+
+
 def test_fit_draws_the_rows_of_minibatch_indices():
     # One-hot rows: with loss = sum(batch @ p) and SGD(lr=1), each step
     # subtracts 1 from p at the rows of its batch.
@@ -520,6 +532,8 @@ GOOD = dict(optimizer=optax.sgd(0.1), steps=10, batch_size=4, key=KEY, progress=
         (dict(val_data=np.zeros((5, 3))), r"validation data has 3 columns but training data has 2"),
         (dict(val_data=np.full((5, 2), np.nan)), r"validation data contains NaN or inf in 5 rows"),
         (dict(key=None), r"key must be a PRNG key"),
+        (dict(max_seconds=0), r"max_seconds must be a positive number of seconds or None, got 0"),
+        (dict(max_seconds="1m"), r"max_seconds must be a positive number"),
     ],
 )
 def test_bad_hyperparameters_raise(override, match):

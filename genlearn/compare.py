@@ -1,0 +1,329 @@
+"""``genlearn compare``: the lecture's comparison on one dataset, in one command.
+
+Fits a roster of models — classical (histogram, KDE, GMM), flows (NICE,
+RealNVP, MAF, CNF, ...), an energy model and generators (JS GAN, WGAN-GP, MMD
+generator) — on the same data with a fixed budget, evaluates each with every
+metric that applies (:func:`genlearn.runs.evaluate_run`) and writes
+
+    OUT/leaderboard.md, OUT/leaderboard.json   one row per model, with train time
+    OUT/samples.png                            a panel of samples per model
+    OUT/density.png                            densities (2-D data, models with one)
+    OUT/report.md                              the page tying them together
+    OUT/runs/NAME/                             each model's own run directory
+
+A model that is unavailable, fails or diverges gets a row saying so and the
+comparison goes on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+import os
+import time
+import traceback
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+__all__ = ["ROSTER", "DEFAULT_ROSTER", "Entry", "compare", "parse_budget"]
+
+
+class Entry(NamedTuple):
+    """A roster entry: how to fit one model into a run directory."""
+
+    name: str
+    family: str  # "classical", "flow", "ebm", "gan"
+    target: str  # the model name its family knows (e.g. "realnvp", "wgan-gp")
+    default_steps: dict  # data kind ("toy" | "pixels") -> steps at the default budget
+
+
+ROSTER: dict[str, Entry] = {
+    e.name: e
+    for e in [
+        Entry("histogram", "classical", "histogram", {}),
+        Entry("kde", "classical", "kde", {}),
+        Entry("gmm", "classical", "gmm", {}),
+        Entry("nice", "flow", "nice", {"toy": 3000, "pixels": 3000}),
+        Entry("realnvp", "flow", "realnvp", {"toy": 3000, "pixels": 3000}),
+        Entry("maf", "flow", "maf", {"toy": 3000, "pixels": 3000}),
+        Entry("spline", "flow", "spline", {"toy": 3000, "pixels": 3000}),
+        Entry("glow", "flow", "glow", {"toy": 3000, "pixels": 3000}),
+        Entry("cnf", "flow", "cnf", {"toy": 1000, "pixels": 300}),
+        Entry("ebm", "ebm", "ebm", {"toy": 3000, "pixels": 1000}),
+        Entry("gan-js", "gan", "js", {"toy": 5000, "pixels": 3000}),
+        Entry("wgan-gp", "gan", "wgan-gp", {"toy": 5000, "pixels": 3000}),
+        Entry("mmd-gen", "gan", "mmd", {"toy": 5000, "pixels": 3000}),
+    ]
+}
+
+DEFAULT_ROSTER = ("histogram", "kde", "gmm", "nice", "realnvp", "maf", "cnf", "ebm", "gan-js", "wgan-gp", "mmd-gen")
+
+# Leaderboard columns: (metric key, header, lower is better?)
+COLUMNS = [
+    ("test_nll", "test NLL", True),
+    ("test_bits_per_dim", "bits/dim", True),
+    ("w2_exact", "W2 exact", True),
+    ("sliced_w2", "sliced W2", True),
+    ("mmd2_unbiased", "MMD²", True),
+    ("frechet_distance", "Fréchet", True),
+    ("fid_features", "FID (digits net)", True),
+    ("precision", "precision", False),
+    ("recall", "recall", False),
+    ("coverage", "coverage", False),
+    ("modes_covered", "modes", False),
+    ("high_quality_fraction", "high quality", False),
+]
+
+
+def parse_budget(text: str | None) -> tuple[str, float] | None:
+    """``"3000"`` -> ("steps", 3000); ``"90s"`` -> ("seconds", 90); None -> None."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    try:
+        if t.endswith("s") and not t.endswith("steps"):
+            value = float(t[:-1])
+            kind = "seconds"
+        else:
+            value = float(t[:-5] if t.endswith("steps") else t)
+            kind = "steps"
+    except ValueError:
+        raise ValueError(f"budget must be a number of steps (e.g. 3000) or seconds (e.g. 90s), got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)) or (kind == "steps" and value != int(value)):
+        raise ValueError(f"budget must be a positive {'integer number of steps' if kind == 'steps' else 'time'}, "
+                         f"got {text!r}")
+    return kind, value
+
+
+def _available(entry: Entry) -> str | None:
+    """None if the model can run here, else why not."""
+    if entry.family == "flow":
+        from genlearn.runs import FLOW_MODELS
+
+        return None if entry.target in FLOW_MODELS else f"flow {entry.target!r} is not in this genlearn"
+    if entry.family in ("ebm", "gan"):
+        module = "genlearn.energy.run" if entry.family == "ebm" else "genlearn.gan.run"
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            return f"{module} is not available ({err})"
+    return None
+
+
+def _fit_one(entry: Entry, dataset, out: str, steps: int | None, max_seconds: float | None, seed: int,
+             progress: bool) -> None:
+    """Fits one roster entry into ``out`` (a run directory genlearn.runs.load_any can read)."""
+    if entry.family == "classical":
+        from genlearn.classical.run import fit_run
+
+        fit_run(entry.target, dataset, out, seed=seed)
+        return
+    if entry.family == "flow":
+        from genlearn.cli import _report
+        from genlearn.runs import default_train_config, train_run
+
+        config = default_train_config(entry.target, dataset)._replace(seed=seed)
+        if steps is not None:
+            config = config._replace(steps=int(steps))
+        params, cfg, result = train_run(entry.target, dataset, config, out=out, progress=progress,
+                                        max_seconds=max_seconds)
+        _report(out, params, cfg, dataset, result.history, seed=seed)
+        return
+    module = importlib.import_module("genlearn.energy.run" if entry.family == "ebm" else "genlearn.gan.run")
+    kwargs: dict[str, Any] = {"steps": steps, "seed": seed, "progress": progress}
+    if entry.family == "gan":
+        kwargs["loss"] = entry.target
+    if max_seconds is not None:
+        if "max_seconds" not in inspect.signature(module.fit_run).parameters:
+            raise ValueError(f"{module.__name__}.fit_run takes no time budget; give --budget in steps")
+        kwargs["max_seconds"] = max_seconds
+    module.fit_run(dataset, out, **kwargs)
+
+
+def _steps_for(entry: Entry, dataset, budget) -> tuple[int | None, float | None]:
+    kind = "pixels" if dataset.discrete_levels is not None else "toy"
+    if entry.family == "classical":
+        return None, None
+    if budget is None:
+        return entry.default_steps.get(kind), None
+    if budget[0] == "steps":
+        return int(budget[1]), None
+    # a time budget: a generous step count, stopped by the clock where the family supports it
+    return entry.default_steps.get(kind), float(budget[1])
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _add_mean_rank(rows: list[dict]) -> None:
+    """``mean_rank``: each ok model's rank averaged over the leaderboard metrics it has (1 = best)."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    ranks: dict[int, list[float]] = {id(r): [] for r in ok}
+    for key, _, lower in COLUMNS:
+        have = [r for r in ok if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        if len(have) < 2:
+            continue
+        values = np.array([r[key] for r in have], dtype=float) * (1 if lower else -1)
+        order = values.argsort(kind="stable")
+        rank = np.empty(len(have))
+        rank[order] = np.arange(1, len(have) + 1)
+        for v in np.unique(values):  # ties share their mean rank
+            rank[values == v] = rank[values == v].mean()
+        for r, k in zip(have, rank):
+            ranks[id(r)].append(float(k))
+    for r in ok:
+        if ranks[id(r)]:
+            r["mean_rank"] = float(np.mean(ranks[id(r)]))
+
+
+def _leaderboard_md(rows: list[dict], dataset_name: str) -> str:
+    present = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    lines = [f"# genlearn compare — {dataset_name}", "",
+             "Sorted by mean rank over the metrics each model has (1 = best). Lower is better for NLL, "
+             "bits/dim, W2, MMD², Fréchet and FID; higher for precision, recall, coverage, modes and "
+             "high-quality fraction. Best value per column in bold. W2 and MMD² are estimated from finite "
+             "samples, so small differences near their noise floor do not separate models.", ""]
+    head = ["model", "status", "mean rank", "train s"] + [h for _, h, _ in present]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
+    best = {}
+    for key, _, lower in present:
+        vals = [r[key] for r in rows if r.get("status") == "ok" and isinstance(r.get(key), (int, float))
+                and math.isfinite(r[key])]
+        if vals:
+            best[key] = min(vals) if lower else max(vals)
+    for r in rows:
+        cells = [r["model"], r["status"], _fmt(r.get("mean_rank")), _fmt(r.get("train_seconds"))]
+        for key, _, _ in present:
+            text = _fmt(r.get(key))
+            if key in best and r.get(key) == best[key] and r.get("status") == "ok":
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _sort_key(row: dict):
+    return (row.get("status") != "ok", row.get("mean_rank", float("inf")))
+
+
+def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = None, *, budget: str | None = None,
+            out: str = "runs/compare", seed: int = 0, num_samples: int | None = None, progress: bool = True,
+            log: Callable[[str], None] = print) -> list[dict]:
+    """Fits and evaluates every model of the roster on ``data``; returns the leaderboard rows.
+
+    Args:
+      data: a genlearn dataset name (default ``ring8``; ``digits`` works too).
+      models: roster names (default :data:`DEFAULT_ROSTER`).
+      budget: ``"N"`` steps for every iterative model, ``"Ns"`` seconds per
+        model (flows stop on the clock), or None for the per-model defaults.
+      out: output directory.
+      seed: model/training seed.
+      num_samples: samples per model for the metrics (default: test size, <= 5000).
+      progress: show per-model training progress bars.
+      log: where progress lines go.
+    """
+    from genlearn import plotting
+    from genlearn.data import DATASETS, load_dataset
+    from genlearn.runs import evaluate_run, load_any
+
+    models = list(models or DEFAULT_ROSTER)
+    unknown = [m for m in models if m not in ROSTER]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; the roster is {list(ROSTER)}")
+    if data not in DATASETS:
+        raise ValueError(f"unknown dataset {data!r}; choose one of {list(DATASETS)}")
+    parsed = parse_budget(budget)
+    dataset = load_dataset(data, seed=0)
+    os.makedirs(out, exist_ok=True)
+    rows: list[dict] = []
+    sample_panels: list[tuple[str, np.ndarray]] = []
+    density_panels: list[tuple[str, Callable]] = []
+    start_all = time.perf_counter()
+    for i, name in enumerate(models, 1):
+        entry = ROSTER[name]
+        row: dict[str, Any] = {"model": name, "family": entry.family}
+        why = _available(entry)
+        if why is not None:
+            row["status"] = "unavailable"
+            row["error"] = why
+            rows.append(row)
+            log(f"[{i}/{len(models)}] {name}: unavailable — {why}")
+            continue
+        steps, max_seconds = _steps_for(entry, dataset, parsed)
+        run_dir = os.path.join(out, "runs", name)
+        log(f"[{i}/{len(models)}] {name}: fitting" + (f" ({steps} steps)" if steps else ""))
+        t0 = time.perf_counter()
+        try:
+            _fit_one(entry, dataset, run_dir, steps, max_seconds, seed, progress)
+            row["train_seconds"] = time.perf_counter() - t0
+            run = load_any(run_dir)
+            metrics = evaluate_run(run_dir, seed=seed, num_samples=num_samples, run=run)
+            row.update({k: v for k, v in metrics.items() if k not in ("model", "family")})
+            row["status"] = "ok"
+            samples = run.sample(__import__("jax").random.PRNGKey(seed + 7), 2000 if run.dim == 2 else 25)
+            sample_panels.append((name, np.asarray(samples)))
+            if run.log_prob is not None and run.dim == 2:
+                density_panels.append((name, run.log_prob))
+            log(f"[{i}/{len(models)}] {name}: done in {row['train_seconds']:.0f} s"
+                + (f", test NLL {row['test_nll']:.4f}" if row.get("test_nll") is not None else "")
+                + (f", W2 {row['w2_exact']:.4f}" if "w2_exact" in row else ""))
+        except FloatingPointError as err:
+            row["status"] = "diverged"
+            row["error"] = str(err)
+            row["train_seconds"] = time.perf_counter() - t0
+            log(f"[{i}/{len(models)}] {name}: diverged — {err}")
+        except Exception as err:  # noqa: BLE001 - a failing model gets a row; the comparison goes on
+            row["status"] = "failed"
+            row["error"] = f"{type(err).__name__}: {err}"
+            row["train_seconds"] = time.perf_counter() - t0
+            with open(os.path.join(out, f"error-{name}.txt"), "w") as fh:
+                fh.write(traceback.format_exc())
+            log(f"[{i}/{len(models)}] {name}: failed — {row['error']}")
+        rows.append(row)
+    _add_mean_rank(rows)
+    rows.sort(key=_sort_key)
+    total = time.perf_counter() - start_all
+    with open(os.path.join(out, "leaderboard.json"), "w") as fh:
+        json.dump({"data": data, "budget": budget, "seed": seed, "total_seconds": total, "rows": rows}, fh,
+                  indent=2, default=float)
+    table = _leaderboard_md(rows, data)
+    with open(os.path.join(out, "leaderboard.md"), "w") as fh:
+        fh.write(table)
+    figures = []
+    if sample_panels:
+        if dataset.test.shape[1] == 2:
+            plotting.plot_sample_panels(sample_panels, np.asarray(dataset.test[:2000]), os.path.join(out, "samples.png"))
+        elif dataset.discrete_levels is not None:
+            plotting.plot_digit_panels(sample_panels, os.path.join(out, "samples.png"),
+                                       levels=int(dataset.discrete_levels))
+        figures.append(("Samples", "samples.png"))
+    if density_panels:
+        plotting.plot_density_panels(density_panels, np.asarray(dataset.test), os.path.join(out, "density.png"))
+        figures.append(("Densities", "density.png"))
+    report = [table, f"Total time: {total:.0f} s (budget: {budget or 'per-model defaults'}; seed {seed}).", ""]
+    for title, path in figures:
+        report += [f"## {title}", "", f"![{title}]({path})", ""]
+    failures = [r for r in rows if r["status"] != "ok"]
+    if failures:
+        report += ["## Models without figures", ""]
+        report += [f"- **{r['model']}** ({r['status']}): {r.get('error', '')}" for r in failures]
+        report.append("")
+    report += ["Each model's run directory (config, params, metrics.json, figures) is under `runs/`."]
+    with open(os.path.join(out, "report.md"), "w") as fh:
+        fh.write("\n".join(report) + "\n")
+    log(f"compare: {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} models ok in {total:.0f} s; "
+        f"leaderboard in {os.path.join(out, 'leaderboard.md')}")
+    return rows
