@@ -96,6 +96,16 @@ def default_train_config(model: str, dataset: Dataset) -> TrainConfig:
         return TrainConfig(steps=3000, batch_size=256, learning_rate=3e-3, weight_decay=0.0, num_layers=1,
                            hidden=(64, 64), val_fraction=0.0 if dataset.discrete_levels is None else 0.15,
                            eval_every=250, patience=None, seed=0, mask="half")
+    if model in ("maf", "iaf", "spline"):  # flows II (benchmarks/flows2_numbers.py)
+        if dataset.discrete_levels is not None:  # MADE widths must be >= 64; random orders regularise
+            return TrainConfig(steps=3000, batch_size=128, learning_rate=1e-3, weight_decay=1e-2,
+                               num_layers=8 if model == "spline" else 5,
+                               hidden=(32, 32) if model == "spline" else (64, 64), val_fraction=0.15,
+                               eval_every=100, patience=10, seed=0, mask="parity",
+                               options=None if model == "spline" else {"order": "random"})
+        return TrainConfig(steps=10_000, batch_size=256, learning_rate=1e-3, weight_decay=0.0,
+                           num_layers=4 if model == "spline" else 8, hidden=(128, 128), val_fraction=0.1,
+                           eval_every=500, patience=None, seed=0, mask="half")
     if model == "glow":  # flows II: actnorm -> LU linear -> affine coupling steps
         if dataset.discrete_levels is not None:
             return TrainConfig(steps=3000, batch_size=128, learning_rate=1e-3, weight_decay=1e-2, num_layers=8,
