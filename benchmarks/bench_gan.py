@@ -8,7 +8,7 @@ runs ``chunk`` fused steps per call in a ``lax.scan`` (what ``train_gan`` does).
 
 Writes benchmarks/results/bench_gan.{json,md}.
 
-    python benchmarks/bench_gan.py [--steps 300] [--repeats 3]
+    python benchmarks/bench_gan.py [--steps 200] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -78,13 +78,14 @@ def bench(loss, m, hidden, batch, steps, repeats, data):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     data = jnp.asarray(load_dataset("ring8").train)
     rows = []
-    for loss, m, hidden, batch in (("wgan-gp", 5, (128, 128, 128), 256), ("ns", 1, (128, 128, 128), 256),
-                                   ("wgan-gp", 5, (32, 32), 64)):
+    # the ring8 defaults of `genlearn fit gan` (3x64 MLPs, batch 256), and a small network where dispatch dominates
+    for loss, m, hidden, batch in (("wgan-gp", 5, (64, 64, 64), 256), ("ns", 1, (64, 64, 64), 256),
+                                   ("sn", 5, (64, 64, 64), 256), ("wgan-gp", 5, (32, 32), 64)):
         r = bench(loss, m, hidden, batch, args.steps, args.repeats, data)
         row = {"loss": loss, "critic_steps": m, "hidden": list(hidden), "batch_size": batch,
                "fused_steps_per_s": r["fused"], "separate_steps_per_s": r["separate"],

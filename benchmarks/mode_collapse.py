@@ -50,7 +50,7 @@ def _row(data, method, seed, run, seconds):
 
 
 def _table(rows):
-    lines = ["| data | method | seeds | modes covered | high-quality % | KL(modes, uniform) | steps | s / run |",
+    lines = ["| data | method | seeds | modes covered | high-quality % | KL(modes, uniform) | generator steps (critic steps m) | s / run |",
              "|---|---|---|---|---|---|---|---|"]
     for data in DATASETS:
         for method in METHODS:
@@ -62,7 +62,7 @@ def _table(rows):
             kl = np.array([np.inf if r["mode_kl"] is None else r["mode_kl"] for r in rs], float)
             lines.append(f"| {data} | {method} | {len(rs)} | {modes.mean():.1f} / {rs[0]['num_modes']} "
                          f"({', '.join(str(int(v)) for v in modes)}) | {hq.mean():.1f} ± {hq.std():.1f} | "
-                         f"{kl.mean():.3f} | {rs[0]['steps']} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+                         f"{kl.mean():.3f} | {rs[0]['steps']} (m = {rs[0]['config']['critic_steps']}) | {np.mean([r['seconds'] for r in rs]):.0f} |")
     return "\n".join(lines)
 
 
@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="override every method's default steps")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--data", default=",".join(DATASETS))
+    ap.add_argument("--merge", action="store_true", help="keep rows of other (data, method) pairs already saved")
     ap.add_argument("--stability", type=int, default=0, help="instead: WGAN-GP on ring8 with this many seeds")
     args = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
@@ -131,6 +132,14 @@ def main():
             fh.write("\n".join(lines) + "\n")
         return
     rows, samples = [], {}
+    todo = {(d, m) for d in args.data.split(",") for m in args.methods.split(",")}
+    json_path, npz_path = os.path.join(RESULTS, "mode_collapse.json"), os.path.join(RESULTS, "mode_collapse.npz")
+    if args.merge and os.path.exists(json_path):  # keep the other (data, method) rows of an earlier run
+        with open(json_path) as fh:
+            rows = [r for r in json.load(fh)["rows"] if (r["data"], r["method"]) not in todo]
+        if os.path.exists(npz_path):
+            with np.load(npz_path) as z:
+                samples = {tuple(k.split("/")): z[k] for k in z.files if tuple(k.split("/")) not in todo}
     for data in args.data.split(","):
         ds = load_dataset(data)
         for method in args.methods.split(","):
@@ -141,11 +150,12 @@ def main():
                 rows.append(_row(data, method, seed, run, (time.time() - t) / len(runs)))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "config"}), flush=True)
             samples[(data, method)] = runs[0].samples
-            with open(os.path.join(RESULTS, "mode_collapse.json"), "w") as fh:
+            np.savez_compressed(npz_path, **{f"{d}/{m}": x[:2000] for (d, m), x in samples.items()})
+            with open(json_path, "w") as fh:
                 json.dump({"protocol": "5000 samples, HQ within 3 std of nearest mode, mode covered if >= 1 HQ "
                            "sample; std 0.02, ring radius 2, grid spacing 2", "rows": rows}, fh, indent=2)
             cmd = "python benchmarks/mode_collapse.py --seeds " + str(args.seeds) + (
-                f" --steps {args.steps}" if args.steps else "")
+                f" --steps {args.steps}" if args.steps else "") + " [--data D --methods M --merge]"
             with open(os.path.join(RESULTS, "mode_collapse.md"), "w") as fh:
                 fh.write("# Mode collapse: ring of 8 and grid of 25 Gaussians (std 0.02)\n\n"
                          f"`{cmd}` (mean over seeds; modes per seed in brackets; CPU, shared)\n\n"

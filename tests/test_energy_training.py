@@ -129,3 +129,14 @@ def test_fit_pcd_bad_data_and_steps():
         fit_pcd(trainer, state, TRAIN, key=jax.random.PRNGKey(0), steps=-1)
     with pytest.raises(ValueError, match=r"batch must have shape \(b, 2\)"):
         trainer.step(jax.random.PRNGKey(0), state, jnp.zeros((8, 3)))
+    with pytest.raises(ValueError, match="max_seconds"):
+        fit_pcd(trainer, state, TRAIN, key=jax.random.PRNGKey(0), steps=1, max_seconds=0)
+
+
+def test_fit_pcd_stops_on_the_clock_at_a_chunk_boundary():
+    trainer = persistent_contrastive_divergence(MODEL, optax.sgd(1e-3), buffer_size=64, k=1)
+    state = trainer.init(PARAMS0, jax.random.PRNGKey(0))
+    state, hist = fit_pcd(trainer, state, TRAIN, key=jax.random.PRNGKey(1), steps=10**7, batch_size=16, chunk=7,
+                          max_seconds=0.3)
+    done = hist["loss"].shape[0]
+    assert 7 <= done < 10**7 and done % 7 == 0 and int(state.step) == done

@@ -118,7 +118,7 @@ def _sampling_program(data_model, eps: float, h: float, wide_weight: float, step
 
 
 def fit_run(dataset: Dataset, out: str | None, *, steps: int | None = None, seed: int = 0,
-            data_seed: int = 0, progress: bool = True, **options) -> dict:
+            data_seed: int = 0, progress: bool = True, max_seconds: float | None = None, **options) -> dict:
     """Trains an EBM on ``dataset`` (PCD, module docstring), evaluates it and writes the run.
 
     Args:
@@ -129,6 +129,8 @@ def fit_run(dataset: Dataset, out: str | None, *, steps: int | None = None, seed
       data_seed: the seed ``dataset`` was generated with (recorded in config.json, so
         ``genlearn eval`` reloads the same split).
       progress: tqdm bar.
+      max_seconds: wall-clock training budget (PCD stops at the first chunk
+        boundary past it; the cosine schedule still spans ``steps``).
       **options: any key of `DEFAULTS` (unknown keys raise ValueError).
 
     Returns:
@@ -169,7 +171,7 @@ def fit_run(dataset: Dataset, out: str | None, *, steps: int | None = None, seed
     t0 = time.time()
     state, history = fit_pcd(trainer, state, u, key=k_fit, steps=opts["steps"],
                              batch_size=min(opts["batch_size"], u.shape[0]), progress=progress,
-                             progress_desc=f"fit ebm on {dataset.name}")
+                             progress_desc=f"fit ebm on {dataset.name}", max_seconds=max_seconds)
     train_seconds = time.time() - t0
     params = state.params
     if not all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(params)):
@@ -181,7 +183,7 @@ def fit_run(dataset: Dataset, out: str | None, *, steps: int | None = None, seed
                "test_nll_standardized": ll.nll - float(np.sum(np.log(std))),
                "test_nll_sample_stderr": ll.sample_stderr, "log_z": ll.log_z, "ais_ess": ll.ais.ess,
                "ais_acceptance_rate": ll.ais.acceptance_rate, "num_test": int(test.shape[0]),
-               "steps": int(opts["steps"]), "train_seconds": train_seconds}
+               "steps": int(len(history["loss"])), "train_seconds": train_seconds}
     f = jax.jit(lambda x: data_model.unnormalized_log_prob(params, x))
     if cfg["dim"] == 2:
         lo, hi = train.min(0) - 3 * std / 4, train.max(0) + 3 * std / 4

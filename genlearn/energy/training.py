@@ -37,6 +37,7 @@ Score matching (Z-free because the score ``-grad_x V`` does not contain Z):
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -281,13 +282,15 @@ def fit_pcd(
     max_nonfinite: int = 20,
     progress: bool = False,
     progress_desc: str = "PCD",
+    max_seconds: float | None = None,
 ) -> tuple[PCDState, dict]:
     """Runs ``steps`` PCD steps in jitted ``lax.scan`` chunks of ``chunk`` steps.
 
     Minibatches are drawn uniformly (with replacement across steps) with
     ``fold_in(key, t)``. Returns ``(state, history)`` with numpy arrays
     ``loss``, ``energy_data``, ``energy_samples``, ``accepted``,
-    ``divergence_rate`` per step.
+    ``divergence_rate`` per step. ``max_seconds``: a wall-clock budget; no new
+    chunk starts once it has passed (the history then has fewer steps).
 
     Raises:
       ValueError: bad data / sizes.
@@ -304,7 +307,10 @@ def fit_pcd(
     if batch_size > data.shape[0]:
         raise ValueError(f"batch_size {batch_size} exceeds the number of rows {data.shape[0]}")
     chunk = _positive_int(chunk, "chunk")
+    if max_seconds is not None:
+        max_seconds = _positive(max_seconds, "max_seconds")
     n = data.shape[0]
+    start_time = time.perf_counter()
 
     @jax.jit
     def run_chunk(state, ts):
@@ -320,6 +326,8 @@ def fit_pcd(
     bar = tqdm(total=steps, desc=progress_desc, disable=not progress)
     done, bad_run = 0, 0
     while done < steps:
+        if max_seconds is not None and done > 0 and time.perf_counter() - start_time >= max_seconds:
+            break
         m = min(chunk, steps - done)
         ts = jnp.arange(done, done + m)
         state, info = run_chunk(state, ts)  # a shorter last chunk compiles once more

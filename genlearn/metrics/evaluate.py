@@ -180,7 +180,10 @@ def _wasserstein_group(out, x, y, keys, max_exact, max_sinkhorn, num_projections
     xs, ys = subsample(x, n_sk, rng), subsample(y, n_sk, rng)
     eps = 0.05 * float(cost_matrix(xs, ys).mean())
     if eps > 0:
-        out["sinkhorn_divergence"] = sinkhorn_divergence(xs, ys, eps)
+        # A metric needs ~6 digits, not the solver's 1e-9 default: on clustered data (ring8) the
+        # inter-cluster mass balance converges slowly, and 1e-5 in the marginals takes a third of
+        # the iterations while changing the value by < 1e-6 relative.
+        out["sinkhorn_divergence"] = sinkhorn_divergence(xs, ys, eps, tol=1e-5, max_iters=1000)
         out["sinkhorn_epsilon"] = eps
         out["sinkhorn_num_samples"] = float(min(xs.shape[0], ys.shape[0]))
 
