@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--budget", default=None,
                    help="per model: N steps (e.g. 3000) or N seconds (e.g. 60s); default: per-model settings")
     c.add_argument("--out", default=None, help="output directory (default runs/compare-DATA)")
-    c.add_argument("--num-samples", type=_positive_int, default=None, help="samples per model for the metrics")
+    c.add_argument("--num-samples", type=_positive_int, default=2000, help="samples per model for the metrics")
     c.add_argument("--seed", type=_nonneg_int, default=0)
     c.add_argument("--no-progress", action="store_true", help="hide the per-model progress bars")
     return parser
