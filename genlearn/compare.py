@@ -73,6 +73,7 @@ COLUMNS = [
     ("mmd2_unbiased", "MMD²", True),
     ("frechet_distance", "Fréchet", True),
     ("fid_features", "FID (digits net)", True),
+    ("is_samples", "IS (digits net)", False),
     ("precision", "precision", False),
     ("recall", "recall", False),
     ("coverage", "coverage", False),
@@ -113,6 +114,21 @@ def _available(entry: Entry) -> str | None:
             importlib.import_module(module)
         except ImportError as err:
             return f"{module} is not available ({err})"
+    return None
+
+
+def _not_applicable(entry: Entry, dataset) -> str | None:
+    """Why the model does not apply to this data (its row says so), or None."""
+    if entry.family == "ebm" and dataset.discrete_levels is not None:
+        return "the energy-model run is for continuous data"
+    if entry.target == "histogram":
+        from genlearn.classical import MAX_CELLS
+        from genlearn.classical.run import default_options
+
+        bins, dim = int(default_options("histogram", dataset)["bins"]), int(dataset.train.shape[1])
+        if float(bins) ** dim > MAX_CELLS:
+            return (f"{bins}^{dim} histogram cells exceed MAX_CELLS = {MAX_CELLS} "
+                    "(the curse of dimensionality)")
     return None
 
 
@@ -260,11 +276,14 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
         entry = ROSTER[name]
         row: dict[str, Any] = {"model": name, "family": entry.family}
         why = _available(entry)
+        status = "unavailable"
+        if why is None:
+            why, status = _not_applicable(entry, dataset), "n/a"
         if why is not None:
-            row["status"] = "unavailable"
+            row["status"] = status
             row["error"] = why
             rows.append(row)
-            log(f"[{i}/{len(models)}] {name}: unavailable — {why}")
+            log(f"[{i}/{len(models)}] {name}: {status} — {why}")
             continue
         steps, max_seconds = _steps_for(entry, dataset, parsed)
         run_dir = os.path.join(out, "runs", name)

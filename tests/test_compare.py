@@ -65,3 +65,14 @@ def test_compare_cli_rejects_bad_arguments(capsys):
             main(argv)
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_models_that_do_not_apply_to_the_data_get_an_na_row():
+    from genlearn.data import load_dataset
+
+    digits, moons = load_dataset("digits"), load_dataset("moons", n_train=500, n_test=100)
+    assert "curse of dimensionality" in cmp._not_applicable(cmp.ROSTER["histogram"], digits)
+    assert "continuous data" in cmp._not_applicable(cmp.ROSTER["ebm"], digits)
+    for name in ("histogram", "ebm", "gmm", "wgan-gp"):
+        assert cmp._not_applicable(cmp.ROSTER[name], moons) is None
+    assert cmp._not_applicable(cmp.ROSTER["gmm"], digits) is None
