@@ -8,7 +8,9 @@ KL between the high-quality mode histogram and the uniform one
 (``genlearn.metrics.mode_coverage``). Every method trains with the same
 defaults as ``genlearn fit gan --loss L --data D`` (and ``--steps`` when given
 here), all seeds of one method at once through ``genlearn.gan.run.train_seeds``
-(the min-max step vmapped over seeds; per seed identical to ``train_model``).
+(the min-max step vmapped over seeds; the same keys and arithmetic as
+``train_model`` up to float rounding, which chaotic adversarial training can
+amplify into a different outcome for a seed: compare seeds within one call).
 ``ns-r1`` is the non-saturating GAN with the R1 penalty (``--r1-weight 1``).
 
 Writes benchmarks/results/mode_collapse.{json,md,png}; results are saved
