@@ -1,7 +1,9 @@
 import os
 
-# Keep the suite within CI's budget on 2 cores: XLA's CPU autotuning is not needed.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+# Keep the suite within CI's budget on 2 cores. Most test time is XLA compilation of small
+# programs; the backend's optimisation passes cost ~20 % of it and buy nothing at test sizes
+# (benchmarks and users keep the default level). Subprocesses and notebook kernels inherit this.
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true --xla_backend_optimization_level=0")
 
 import hypothesis
 

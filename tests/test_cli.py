@@ -58,7 +58,9 @@ def test_digits_reports_bits_per_dim(tmp_path):
     assert os.path.exists(os.path.join(out, "samples.png"))
 
 
-@pytest.mark.parametrize("model", ["histogram", "kde", "gmm"])
+# one run path (genlearn.classical.run.fit_run) for all three; histogram and kde are slow-marked
+@pytest.mark.parametrize("model", [pytest.param("histogram", marks=pytest.mark.slow),
+                                   pytest.param("kde", marks=pytest.mark.slow), "gmm"])
 def test_fit_classical_writes_the_same_outputs(model, tmp_path, capsys):
     out = str(tmp_path / model)
     extra = {"histogram": ["--bins", "30"], "kde": ["--bandwidth", "silverman"], "gmm": ["--components", "4"]}
@@ -226,7 +228,9 @@ def test_fit_gan_writes_the_run_and_rejects_bad_options(tmp_path, capsys):
     assert "--critic-steps: must be >= 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", ["maf", "iaf", "spline", "glow", "cnf"])
+# iaf and spline go through the same run code as maf (MADE) and glow (couplings): slow-marked
+@pytest.mark.parametrize("model", ["maf", pytest.param("iaf", marks=pytest.mark.slow),
+                                   pytest.param("spline", marks=pytest.mark.slow), "glow", "cnf"])
 def test_fit_and_sample_every_flows_ii_model(model, tmp_path):
     """Flows II (#3): each family trains from the CLI, saves, and reloads from config.json alone
     (glow through its data-dependent ActNorm initialisation, cnf through diffrax)."""
