@@ -675,3 +675,74 @@ def test_check_data_rejects_non_numeric_and_overflow():
         gd.check_data(np.ones((2, 2), np.complex64))
     with pytest.raises(ValueError, match="overflow float32"):
         gd.check_data(np.array([[1e300, 0.0]]))
+
+
+# --- exact log-densities of the data-generating distributions --------------------------------
+
+
+def _riemann_mass(log_prob, lo, hi, h):
+    g0, g1 = np.arange(lo[0], hi[0], h) + h / 2, np.arange(lo[1], hi[1], h) + h / 2
+    pts = np.stack(np.meshgrid(g0, g1, indexing="ij"), -1).reshape(-1, 2)
+    with jax.enable_x64(True):
+        return float(np.exp(np.asarray(log_prob(jnp.asarray(pts)))).sum() * h * h)
+
+
+def test_moons_and_circles_densities_integrate_to_one():
+    assert _riemann_mass(lambda x: gd.two_moons_log_prob(x, num_nodes=1024), (-1.5, -1.0), (2.5, 1.5), 0.01) \
+        == pytest.approx(1.0, abs=2e-4)
+    assert _riemann_mass(gd.circles_log_prob, (-1.4, -1.4), (1.4, 1.4), 0.01) == pytest.approx(1.0, abs=2e-4)
+    assert _riemann_mass(lambda x: gd.circles_log_prob(x, noise=0.2, factor=0.3), (-2.2, -2.2), (2.2, 2.2), 0.01) \
+        == pytest.approx(1.0, abs=2e-4)
+
+
+def test_moons_density_matches_a_brute_force_quadrature_and_circles_its_angular_integral():
+    x = np.asarray(gd.two_moons(KEY, 300), np.float64) + np.array([[0.03, -0.02]])
+    t = np.linspace(0.0, np.pi, 20001)
+    arcs = np.concatenate([np.stack([np.cos(t), np.sin(t)], 1), np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1)])
+    d2 = ((x[:, None] - arcs[None]) ** 2).sum(-1)
+    ref = np.log(np.trapezoid(np.exp(-d2[:, :20001] / 0.005), t) + np.trapezoid(np.exp(-d2[:, 20001:] / 0.005), t)) \
+        - np.log(2 * np.pi) - np.log(2 * np.pi * 0.0025)
+    with jax.enable_x64(True):
+        ours = np.asarray(gd.two_moons_log_prob(jnp.asarray(x)))
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    # circles: the closed form (Bessel I0) equals the angular integral done numerically
+    y = np.asarray(gd.circles(KEY, 200), np.float64) * 1.1
+    th = np.linspace(0.0, 2 * np.pi, 20001)
+    dens = 0.0
+    for r in (1.0, 0.5):
+        c = r * np.stack([np.cos(th), np.sin(th)], 1)
+        dens = dens + 0.5 * np.trapezoid(np.exp(-((y[:, None] - c[None]) ** 2).sum(-1) / 0.005), th) / (2 * np.pi)
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(np.asarray(gd.circles_log_prob(jnp.asarray(y))),
+                                   np.log(dens / (2 * np.pi * 0.0025)), atol=1e-8)
+
+
+def test_mixture_log_probs_equal_scipy():
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    for fn, centers in ((gd.ring8_log_prob, gd.ring8_centers()), (gd.grid25_log_prob, gd.grid25_centers())):
+        x = np.asarray(centers, np.float64)[:5] + 0.03
+        comp = np.stack([multivariate_normal(c, 0.02**2 * np.eye(2)).logpdf(x) for c in np.asarray(centers, np.float64)], 1)
+        with jax.enable_x64(True):
+            np.testing.assert_allclose(np.asarray(fn(jnp.asarray(x))), logsumexp(comp, 1) - np.log(len(centers)),
+                                       rtol=1e-10)
+
+
+def test_datasets_carry_their_true_density_and_it_sets_the_nll_floor():
+    ds = gd.load_dataset("moons", n_train=2000, n_test=2000)
+    lp = ds.log_prob(ds.test)
+    assert lp.shape == (2000,) and lp.dtype == np.float64 and np.all(np.isfinite(lp))
+    # the true density beats a Gaussian fitted to the training data on held-out points
+    mu, cov = ds.train.mean(0), np.cov(ds.train.T)
+    from scipy.stats import multivariate_normal
+
+    assert -lp.mean() < -multivariate_normal(mu, cov).logpdf(ds.test).mean() - 0.5
+    for name in ("circles", "ring8", "grid25"):
+        assert gd.load_dataset(name, n_train=10, n_test=10).log_prob is not None
+    for name in ("checkerboard", "digits"):
+        assert gd.load_dataset(name, n_train=10, n_test=10).log_prob is None
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        gd.two_moons_log_prob(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="noise"):
+        gd.two_moons_log_prob(np.zeros((3, 2)), noise=0.0)

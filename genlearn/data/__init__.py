@@ -27,13 +27,17 @@ from genlearn.data.scaling import standardize, standardize_stats, unstandardize
 from genlearn.data.toys import (
     checkerboard,
     circles,
+    circles_log_prob,
     grid25,
     grid25_centers,
+    grid25_log_prob,
     pinwheel,
     ring8,
     ring8_centers,
+    ring8_log_prob,
     swiss_roll,
     two_moons,
+    two_moons_log_prob,
     two_spirals,
 )
 from genlearn.data.validation import as_integer, check_data, check_positive
@@ -50,6 +54,10 @@ __all__ = [
     "pinwheel",
     "two_spirals",
     "swiss_roll",
+    "two_moons_log_prob",
+    "circles_log_prob",
+    "ring8_log_prob",
+    "grid25_log_prob",
     # digits
     "DIGITS_LEVELS",
     "DIGITS_NUM_EXAMPLES",

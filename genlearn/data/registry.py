@@ -13,6 +13,7 @@ import types
 from typing import Callable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from genlearn.data import digits as _digits
@@ -67,12 +68,14 @@ class Dataset(NamedTuple):
     discrete_levels: int | None
     centers: np.ndarray | None
     std: float | None
+    log_prob: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class _Toy(NamedTuple):
     sample: Callable[..., jax.Array]
     centers: Callable[[], jax.Array] | None
     std: float | None
+    log_prob: Callable[[jax.Array], jax.Array] | None = None
 
 
 _RING8_STD = 0.02
@@ -80,17 +83,19 @@ _GRID25_STD = 0.02
 
 _TOYS: Mapping[str, _Toy] = types.MappingProxyType(
     {
-        "moons": _Toy(_toys.two_moons, None, None),
-        "circles": _Toy(_toys.circles, None, None),
+        "moons": _Toy(_toys.two_moons, None, None, _toys.two_moons_log_prob),
+        "circles": _Toy(_toys.circles, None, None, _toys.circles_log_prob),
         "ring8": _Toy(
             lambda k, n: _toys.ring8(k, n, radius=2.0, std=_RING8_STD),
             lambda: _toys.ring8_centers(2.0),
             _RING8_STD,
+            lambda x: _toys.ring8_log_prob(x, radius=2.0, std=_RING8_STD),
         ),
         "grid25": _Toy(
             lambda k, n: _toys.grid25(k, n, spacing=2.0, std=_GRID25_STD),
             lambda: _toys.grid25_centers(2.0),
             _GRID25_STD,
+            lambda x: _toys.grid25_log_prob(x, spacing=2.0, std=_GRID25_STD),
         ),
         "checkerboard": _Toy(_toys.checkerboard, None, None),
         "pinwheel": _Toy(_toys.pinwheel, None, None),
@@ -163,5 +168,15 @@ def load_dataset(
     train = _to_numpy(toy.sample(key, TOY_N_TRAIN if n_train is None else n_train))
     test = _to_numpy(toy.sample(test_key, TOY_N_TEST if n_test is None else n_test))
     centers = None if toy.centers is None else _to_numpy(toy.centers())
-    return Dataset(name, train, test, None, centers, toy.std)
+    log_prob = None if toy.log_prob is None else _numpy_log_prob(toy.log_prob)
+    return Dataset(name, train, test, None, centers, toy.std, log_prob)
+
+
+def _numpy_log_prob(fn: Callable[[jax.Array], jax.Array]) -> Callable[[np.ndarray], np.ndarray]:
+    def log_prob(x) -> np.ndarray:
+        """The data-generating log-density at ``x`` ``(n, 2)``, float64 NumPy ``(n,)``."""
+        with jax.enable_x64(True):
+            return np.asarray(fn(jnp.asarray(np.asarray(x, np.float64))), np.float64)
+
+    return log_prob
 
