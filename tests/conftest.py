@@ -11,3 +11,34 @@ hypothesis.settings.register_profile(
     "ci", max_examples=8, deadline=None, derandomize=True, print_blob=True
 )
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# The suite runs on 2 xdist workers (`--dist load`), which hand out tests in collection order.
+# Longest-first ordering keeps the two workers evenly busy to the end instead of leaving one
+# idle while the other runs a notebook: these are the tests that take 10-50 s each on 2 cores
+# (`python -m pytest -q -n 2 --durations=40` lists them).
+_LONG_FIRST = (
+    "tests/test_notebooks.py::test_notebook_executes",
+    "tests/test_compare.py::test_compare_writes",
+    "tests/test_cli.py::test_fit_and_sample_every_flows_ii_model",
+    "tests/test_parallel.py::test_fit_flow_on_four_devices",
+    "tests/test_multihost.py::test_two_processes_equal_one_process",
+    "tests/test_cli.py::test_eval_samples_reference_and_modes",
+    "tests/test_gan_training.py::test_fused_step_equals",
+    "tests/test_cli.py::test_fit_ebm",
+    "tests/test_gan_training.py::test_mmd_generator_learns",
+    "tests/test_flows_spline.py::test_spline_learns_two_moons",
+    "tests/test_cli.py::test_fit_classical",
+    "tests/test_flows_spline.py::test_matches_distrax",
+    "tests/test_learning.py::",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        for i, prefix in enumerate(_LONG_FIRST):
+            if item.nodeid.startswith(prefix):
+                return i
+        return len(_LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keeps its order
