@@ -103,8 +103,16 @@ def default_train_config(model: str, dataset: Dataset) -> TrainConfig:
                                hidden=(32, 32) if model == "spline" else (64, 64), val_fraction=0.15,
                                eval_every=100, patience=10, seed=0, mask="parity",
                                options=None if model == "spline" else {"order": "random"})
+        if model == "maf":  # 16 one-dimensional autoregressive steps per coordinate pair (flows2 table)
+            return TrainConfig(steps=20_000, batch_size=256, learning_rate=1e-3, weight_decay=0.0, num_layers=16,
+                               hidden=(128, 128), val_fraction=0.1, eval_every=500, patience=None, seed=0,
+                               mask="half")
+        if model == "spline":  # bins out to +-4 standardised units; a little weight decay against overfitting
+            return TrainConfig(steps=20_000, batch_size=256, learning_rate=1e-3, weight_decay=1e-4, num_layers=8,
+                               hidden=(128, 128), val_fraction=0.1, eval_every=500, patience=None, seed=0,
+                               mask="half", options={"bound": 4.0})
         return TrainConfig(steps=10_000, batch_size=256, learning_rate=1e-3, weight_decay=0.0,
-                           num_layers=4 if model == "spline" else 8, hidden=(128, 128), val_fraction=0.1,
+                           num_layers=8, hidden=(128, 128), val_fraction=0.1,
                            eval_every=500, patience=None, seed=0, mask="half")
     if model == "glow":  # flows II: actnorm -> LU linear -> affine coupling steps
         if dataset.discrete_levels is not None:
