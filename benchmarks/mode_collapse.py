@@ -34,7 +34,11 @@ from genlearn.gan.run import train_seeds
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 METHODS = ("js", "ns", "ns-r1", "wgan-clip", "wgan-gp", "sn", "hinge", "mmd")
-VARIANTS = {"ns-r1": ("ns", {"r1_weight": 1.0})}  # label -> (loss, options)
+# label -> (loss, options on top of the `genlearn fit gan` defaults). ns-r1: the non-saturating GAN with
+# a light R1 penalty on the real data (Mescheder et al. 2018), a generator EMA, a 2-D uniform latent, a
+# wider generator and a long schedule; the same on both data sets.
+VARIANTS = {"ns-r1": ("ns", {"r1_weight": 0.1, "ema_decay": 0.999, "latent_dim": 2, "base": "uniform",
+                             "hidden": [128, 128, 128], "steps": 60000})}
 DATASETS = ("ring8", "grid25")
 
 
@@ -47,8 +51,9 @@ def _row(data, method, seed, run, seconds):
             "rejected_updates": int(np.sum(hist["nonfinite"])),
             "final_distance": float(np.mean(hist["distance"][-100:])),
             "max_abs_distance": float(np.max(np.abs(hist["distance"]))), "seconds": seconds,
-            "config": {k: run.config[k] for k in ("latent_dim", "hidden", "critic_hidden", "critic_steps",
-                                                  "batch_size", "lr_generator", "lr_critic", "steps")}}
+            "config": {k: run.config[k] for k in ("latent_dim", "base", "hidden", "critic_hidden", "critic_steps",
+                                                  "batch_size", "lr_generator", "lr_critic", "steps", "r1_weight",
+                                                  "ema_decay")}}
 
 
 def _table(rows):
@@ -65,6 +70,19 @@ def _table(rows):
             lines.append(f"| {data} | {method} | {len(rs)} | {modes.mean():.1f} / {rs[0]['num_modes']} "
                          f"({', '.join(str(int(v)) for v in modes)}) | {hq.mean():.1f} ± {hq.std():.1f} | "
                          f"{kl.mean():.3f} | {rs[0]['steps']} (m = {rs[0]['config']['critic_steps']}) | {np.mean([r['seconds'] for r in rs]):.0f} |")
+    return "\n".join(lines)
+
+
+def _configs(rows):
+    lines = ["Configurations (the `genlearn fit gan --loss L --data D` defaults; `ns-r1` adds "
+             f"{VARIANTS['ns-r1'][1]}):", ""]
+    seen = set()
+    for r in sorted(rows, key=lambda r: (DATASETS.index(r["data"]), METHODS.index(r["method"]))):
+        key = (r["data"], r["method"])
+        if key not in seen:
+            seen.add(key)
+            c = r["config"]
+            lines.append(f"- {r['data']} / {r['method']}: " + ", ".join(f"{k} {c[k]}" for k in c if k in c))
     return "\n".join(lines)
 
 
@@ -100,6 +118,15 @@ def _figure(samples, path):
     plt.close(fig)
 
 
+def _write_md(rows, args):
+    cmd = "python benchmarks/mode_collapse.py --seeds " + str(args.seeds) + (
+        f" --steps {args.steps}" if args.steps else "") + " [--data D --methods M --merge]"
+    with open(os.path.join(RESULTS, "mode_collapse.md"), "w") as fh:
+        fh.write("# Mode collapse: ring of 8 and grid of 25 Gaussians (std 0.02)\n\n"
+                 f"`{cmd}` (mean over seeds; modes per seed in brackets; CPU, shared)\n\n"
+                 + _table(rows) + "\n\n" + _configs(rows) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
@@ -108,8 +135,17 @@ def main():
     ap.add_argument("--data", default=",".join(DATASETS))
     ap.add_argument("--merge", action="store_true", help="keep rows of other (data, method) pairs already saved")
     ap.add_argument("--stability", type=int, default=0, help="instead: WGAN-GP on ring8 with this many seeds")
+    ap.add_argument("--rewrite", action="store_true", help="only rewrite the table and figure from the saved results")
     args = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
+    if args.rewrite:
+        with open(os.path.join(RESULTS, "mode_collapse.json")) as fh:
+            rows = json.load(fh)["rows"]
+        with np.load(os.path.join(RESULTS, "mode_collapse.npz")) as z:
+            samples = {tuple(k.split("/")): z[k] for k in z.files}
+        _write_md(rows, args)
+        _figure(samples, os.path.join(RESULTS, "mode_collapse.png"))
+        return
     if args.stability:
         rows = []
         ds = load_dataset("ring8")
@@ -147,7 +183,10 @@ def main():
         for method in args.methods.split(","):
             t = time.time()
             loss, options = VARIANTS.get(method, (method, {}))
-            runs = train_seeds(ds, range(args.seeds), loss=loss, steps=args.steps, **options)
+            options = dict(options)
+            steps = args.steps or options.pop("steps", None)
+            options.pop("steps", None)
+            runs = train_seeds(ds, range(args.seeds), loss=loss, steps=steps, **options)
             for seed, run in enumerate(runs):
                 rows.append(_row(data, method, seed, run, (time.time() - t) / len(runs)))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "config"}), flush=True)
@@ -156,12 +195,7 @@ def main():
             with open(json_path, "w") as fh:
                 json.dump({"protocol": "5000 samples, HQ within 3 std of nearest mode, mode covered if >= 1 HQ "
                            "sample; std 0.02, ring radius 2, grid spacing 2", "rows": rows}, fh, indent=2)
-            cmd = "python benchmarks/mode_collapse.py --seeds " + str(args.seeds) + (
-                f" --steps {args.steps}" if args.steps else "") + " [--data D --methods M --merge]"
-            with open(os.path.join(RESULTS, "mode_collapse.md"), "w") as fh:
-                fh.write("# Mode collapse: ring of 8 and grid of 25 Gaussians (std 0.02)\n\n"
-                         f"`{cmd}` (mean over seeds; modes per seed in brackets; CPU, shared)\n\n"
-                         + _table(rows) + "\n")
+            _write_md(rows, args)
             _figure(samples, os.path.join(RESULTS, "mode_collapse.png"))
 
 

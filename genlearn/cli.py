@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", default=None, help="gan: js|ns|wgan-clip|wgan-gp|sn|hinge|mmd (default wgan-gp; "
                    "also energy|sinkhorn|sliced|moments)")
     g.add_argument("--latent-dim", type=_positive_int, help="gan: latent dimension D")
+    g.add_argument("--base", choices=("normal", "uniform"), default=None,
+                   help="gan: latent distribution Q, N(0, I) or U[-1, 1]^D")
     g.add_argument("--critic-steps", type=_positive_int, help="gan: critic steps m per generator step")
     g.add_argument("--critic-hidden", type=_widths, help="gan: critic hidden widths")
     g.add_argument("--lr-critic", type=_positive_float, help="gan: critic learning rate (TTUR)")
@@ -215,7 +217,8 @@ def _cmd_fit_gan(args, dataset) -> int:
                                "reg_covar", "restarts") if getattr(args, name) is not None]
     if wrong:
         return _fail(f"gan does not take {', '.join('--' + w.replace('_', '-') for w in wrong)}", 2)
-    options = {"latent_dim": args.latent_dim, "hidden": args.hidden, "critic_hidden": args.critic_hidden,
+    options = {"latent_dim": args.latent_dim, "base": args.base, "hidden": args.hidden,
+               "critic_hidden": args.critic_hidden,
                "critic_steps": args.critic_steps, "batch_size": args.batch_size, "lr_generator": args.lr,
                "lr_critic": args.lr_critic, "gp_weight": args.gp_weight, "r1_weight": args.r1_weight,
                "clip": args.clip, "ema_decay": args.ema_decay}
@@ -276,7 +279,7 @@ def _cmd_fit(args, parser) -> int:
     ebm_only = [n for n in ("mcmc_steps", "ais_chains", "ais_temperatures", "sample_steps") if getattr(args, n)]
     if ebm_only:
         parser.error(f"{', '.join('--' + n.replace('_', '-') for n in ebm_only)}: only for 'fit ebm'")
-    gan_only = [n for n in ("loss", "latent_dim", "critic_steps", "critic_hidden", "lr_critic", "gp_weight",
+    gan_only = [n for n in ("loss", "latent_dim", "base", "critic_steps", "critic_hidden", "lr_critic", "gp_weight",
                             "r1_weight", "clip", "ema_decay") if getattr(args, n) is not None]
     if gan_only:
         parser.error(f"{', '.join('--' + n.replace('_', '-') for n in gan_only)}: only for 'fit gan'")

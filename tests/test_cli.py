@@ -206,11 +206,12 @@ def test_console_script_has_no_traceback(tmp_path):
 def test_fit_gan_writes_the_run_and_rejects_bad_options(tmp_path, capsys):
     out = str(tmp_path / "mmd-ring8")
     assert main(["fit", "gan", "--loss", "mmd", "--data", "ring8", "--steps", "200", "--hidden", "16,16",
-                 "--out", out, "--no-progress"]) == 0
+                 "--base", "normal", "--latent-dim", "3", "--out", out, "--no-progress"]) == 0
     for name in ("config.json", "metrics.json", "samples.png", "critic.png", "model"):
         assert os.path.exists(os.path.join(out, name)), name
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["family"] == "gan" and cfg["model"] == "mmd" and cfg["hidden"] == [16, 16]
+    assert cfg["base"] == "normal" and cfg["latent_dim"] == 3
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["num_modes"] == 8 and {"modes_covered", "high_quality_fraction", "mode_kl"} <= metrics.keys()
     assert main(["sample", "--run", out, "-n", "20", "--out", str(tmp_path / "g.npy")]) == 0
@@ -223,6 +224,12 @@ def test_fit_gan_writes_the_run_and_rejects_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "realnvp", "--loss", "ns"])
     assert "only for 'fit gan'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "realnvp", "--base", "uniform"])
+    assert "only for 'fit gan'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "gan", "--base", "cauchy"])
+    assert "invalid choice: 'cauchy'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["fit", "gan", "--critic-steps", "0"])
     assert "--critic-steps: must be >= 1" in capsys.readouterr().err

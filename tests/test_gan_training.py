@@ -134,12 +134,12 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
 
 def test_mmd_generator_learns_the_ring_modes():
     """GMMN on ring8 with the CLI defaults, shortened: every mode found (files and sampling: test_cli)."""
-    run = gan.run.train_model("ring8", loss="mmd", steps=800, seed=0, progress=False, chunk=800)
+    run = gan.run.train_model("ring8", loss="mmd", steps=1200, seed=0, progress=False, chunk=1200)
     m = run.metrics
     assert run.config["family"] == "gan" and run.config["model"] == "mmd"
     assert m["num_modes"] == 8 and m["modes_covered"] == 8, m
     # samples spread evenly over the circle would score ~0.08 (8 x 0.12 of its 4 pi length)
-    assert m["high_quality_fraction"] > 0.15 and m["mode_kl"] < 0.6, m
+    assert m["high_quality_fraction"] > 0.25 and m["mode_kl"] < 0.5, m
 
 
 def test_fit_run_bad_input(tmp_path):
