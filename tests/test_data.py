@@ -746,3 +746,5 @@ def test_datasets_carry_their_true_density_and_it_sets_the_nll_floor():
         gd.two_moons_log_prob(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="noise"):
         gd.two_moons_log_prob(np.zeros((3, 2)), noise=0.0)
+    with pytest.raises(ValueError, match="factor"):
+        gd.circles_log_prob(np.zeros((3, 2)), factor=1.0)

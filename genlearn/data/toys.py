@@ -372,7 +372,7 @@ def circles_log_prob(x, noise: float = 0.05, factor: float = 0.5) -> jax.Array:
     """
     _check_positive(noise, "noise")
     _check_finite(factor, "factor")
-    if not 0.0 < float(factor) < 1.0:
+    if not isinstance(factor, jax.core.Tracer) and not 0.0 < float(factor) < 1.0:
         raise ValueError(f"factor must be in (0, 1) for a density, got {float(factor)}")
     x = _check_points(x)
     rho = jnp.linalg.norm(x, axis=1)
