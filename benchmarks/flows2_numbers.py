@@ -20,12 +20,11 @@ the test set, an estimate of KL(p || q) with its standard error.
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 from genlearn.data import load_dataset
-from genlearn.runs import default_train_config, train_run
+from _fit_defaults import fit_with_defaults
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROWS = ["maf/moons", "spline/moons", "cnf/moons", "iaf/moons", "glow/moons",
@@ -40,17 +39,10 @@ REFERENCES = [  # figures from elsewhere for the table (foundation.md; the issue
 
 
 def run_row(name: str) -> dict:
-    from genlearn.cli import _report
-
     model, data = name.split("/")
     ds = load_dataset(data)
-    cfg = default_train_config(model, ds)
-    t0 = time.time()
     run_dir = os.path.join("runs", f"flows2-{model}-{data}")
-    params, run_cfg, res = train_run(model, ds, cfg, out=run_dir, progress=False)
-    m = _report(run_dir, params, run_cfg, ds, res.history)
-    m["train_seconds"] = time.time() - t0
-    m["config"] = run_cfg["train"]
+    m = fit_with_defaults(model, ds, run_dir)
     m.update(excess_over_truth(run_dir, ds))
     return m
 

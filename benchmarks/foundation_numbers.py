@@ -13,29 +13,19 @@
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 from genlearn.data import load_dataset, load_digits_split
-from genlearn.runs import default_train_config, train_run
+from _fit_defaults import fit_with_defaults
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(out_dir=os.path.join(HERE, "results")):
-    from genlearn.cli import _report
-
     rows = {}
     for model, data in [("realnvp", "moons"), ("nice", "moons"), ("realnvp", "digits"), ("nice", "digits")]:
-        ds = load_dataset(data)
-        cfg = default_train_config(model, ds)
-        t0 = time.time()
-        run_dir = os.path.join("runs", f"bench-{model}-{data}")
-        params, run_cfg, res = train_run(model, ds, cfg, out=run_dir, progress=False)
-        m = _report(run_dir, params, run_cfg, ds, res.history)
-        m["train_seconds"] = time.time() - t0
-        m["config"] = run_cfg["train"]
+        m = fit_with_defaults(model, load_dataset(data), os.path.join("runs", f"bench-{model}-{data}"))
         rows[f"{model}/{data}"] = m
         print(model, data, {k: v for k, v in m.items() if "nll" in k or "bits" in k}, flush=True)
 
