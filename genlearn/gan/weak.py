@@ -4,38 +4,26 @@ A weak metric compares ``P`` and ``P'`` only through test functions,
 ``L(P, P') = sup_{f in F} E_P f - E_P' f``. When ``F`` is the unit ball of a
 kernel's RKHS the supremum has a closed form (MMD); for other classes it is
 computed by a fixed procedure (moments, Sinkhorn, 1-D sorting), so the
-generator can be trained by plain gradient descent on a minibatch estimate:
+generator can be trained by plain gradient descent on a minibatch estimate.
+Training a generator on MMD is the GMMN / MMD-net (Li et al. 2015; Dziugaite
+et al. 2015).
 
-* ``moments``: ``F`` = polynomials of degree ``<= k``:
-  ``sum_{j<=k} ||E_P x^(j) - E_P' x^(j)||^2`` with ``x^(1) = x``, ``x^(2) = x x^T``,
-  and elementwise powers ``x_i^j`` for ``j >= 3``.
-* ``mmd``: ``MMD^2`` (Gretton et al. 2012) with kernels ``gaussian``
-  ``sum_h exp(-||x-y||^2 / (2 h^2))`` (one bandwidth or several: the
-  multi-bandwidth kernel of GMMN, Li et al. 2015) and ``imq``
-  ``sum_c c / (c + ||x-y||^2)`` (inverse multiquadric, Tolstikhin et al. 2018);
-  biased (V) or unbiased (U) estimator. Training a generator on it is the
-  GMMN / MMD-net (Li et al. 2015; Dziugaite et al. 2015).
-* ``energy``: energy distance ``2 E||x-y|| - E||x-x'|| - E||y-y'||`` (MMD with
-  the distance kernel), with a square root whose gradient is 0 at 0.
-* ``sinkhorn``: the debiased Sinkhorn divergence (Feydy et al. 2019), by
-  ``ott-jax`` (implicit differentiation).
-* ``sliced``: sliced Wasserstein ``SW_p^p`` (random directions, exact 1-D OT
-  by sorting); it reuses ``genlearn.metrics``' kernel.
-
-The host-side metrics in ``genlearn.metrics`` are float64 evaluation tools;
-the functions here are their jittable float32 counterparts (same pairwise and
-sliced kernels, tested to agree with them).
+``mmd2``, ``energy_distance``, ``sinkhorn_divergence`` and ``sliced_wasserstein``
+are the functions of :mod:`genlearn.distances` (the same ones
+``genlearn.metrics`` evaluates in float64); this module adds
+``moment_matching``: ``F`` = polynomials of degree ``<= k``,
+``sum_{j<=k} ||E_P x^(j) - E_P' x^(j)||^2`` with ``x^(1) = x``,
+``x^(2) = x x^T`` and elementwise powers ``x_i^j`` for ``j >= 3``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from genlearn.metrics._pairwise import sq_dists
-from genlearn.metrics.wasserstein import _sliced
+from genlearn.distances import check_pair, energy_distance, mmd2, sinkhorn_divergence, sliced_wasserstein
 
 __all__ = [
     "WEAK_LOSSES",
@@ -49,25 +37,11 @@ __all__ = [
 ]
 
 WEAK_LOSSES = ("moments", "mmd", "energy", "sinkhorn", "sliced")
-KERNELS = ("gaussian", "imq")
-
-
-def _check_pair(x, y):
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"weak loss: expected arrays of shape (n, d) and (m, d) with the same dimension d, "
-                         f"got shapes {x.shape} and {y.shape}")
-
-
-def _positive_tuple(values, name) -> tuple[float, ...]:
-    vals = (values,) if isinstance(values, (int, float)) else tuple(values)
-    if not vals or any(not float(v) > 0 for v in vals):
-        raise ValueError(f"{name} must be positive (a number or a non-empty sequence), got {values!r}")
-    return tuple(float(v) for v in vals)
 
 
 def moment_matching(x: jax.Array, y: jax.Array, order: int = 2) -> jax.Array:
     """``sum_{j=1..order} ||m_j(x) - m_j(y)||^2`` (module docstring); ``order >= 1``."""
-    _check_pair(x, y)
+    check_pair(x, y)
     if not isinstance(order, int) or order < 1:
         raise ValueError(f"moment order must be an integer >= 1, got {order!r}")
     total = jnp.sum((x.mean(0) - y.mean(0)) ** 2)
@@ -78,89 +52,19 @@ def moment_matching(x: jax.Array, y: jax.Array, order: int = 2) -> jax.Array:
     return total
 
 
-def _gram(kind: str, a, b, scales):
-    d2 = sq_dists(a, b)
-    if kind == "gaussian":
-        return sum(jnp.exp(-d2 / (2.0 * h * h)) for h in scales)
-    return sum(c / (c + d2) for c in scales)
-
-
-def mmd2(
-    x: jax.Array,
-    y: jax.Array,
-    *,
-    kernel: str = "gaussian",
-    bandwidths: float | Sequence[float] = 1.0,
-    unbiased: bool = False,
-) -> jax.Array:
-    """Differentiable ``MMD^2`` between sample sets ``x (n, d)`` and ``y (m, d)``.
-
-    Args:
-      kernel: ``"gaussian"`` (``bandwidths`` are ``h``) or ``"imq"``
-        (``bandwidths`` are the scales ``c``); several values sum the kernels.
-      unbiased: U-statistic (drops the ``i = j`` terms) or V-statistic.
-    """
-    _check_pair(x, y)
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    scales = _positive_tuple(bandwidths, "bandwidths")
-    n, m = x.shape[0], y.shape[0]
-    kxx = _gram(kernel, x, x, scales)
-    kyy = _gram(kernel, y, y, scales)
-    kxy = _gram(kernel, x, y, scales)
-    if unbiased:
-        if n < 2 or m < 2:
-            raise ValueError(f"unbiased MMD needs >= 2 samples per set, got {n} and {m}")
-        sxx = (kxx.sum() - jnp.trace(kxx)) / (n * (n - 1))
-        syy = (kyy.sum() - jnp.trace(kyy)) / (m * (m - 1))
-    else:
-        sxx, syy = kxx.mean(), kyy.mean()
-    return sxx + syy - 2.0 * kxy.mean()
-
-
-def _safe_dist(a, b):
-    diff = a[:, None, :] - b[None, :, :]
-    d2 = jnp.sum(diff * diff, axis=-1)
-    pos = d2 > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, d2, 1.0)), 0.0)
-
-
-def energy_distance(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Squared energy distance ``2 E||x-y|| - E||x-x'|| - E||y-y'||`` (V-statistic).
-
-    Equals ``genlearn.metrics.energy_distance``; pairwise differences are taken
-    directly so the gradient at coinciding points is exactly 0, not NaN.
-    """
-    _check_pair(x, y)
-    return 2.0 * _safe_dist(x, y).mean() - _safe_dist(x, x).mean() - _safe_dist(y, y).mean()
-
-
-def sinkhorn_divergence(x: jax.Array, y: jax.Array, epsilon: float = 0.05) -> jax.Array:
-    """Debiased Sinkhorn divergence ``OT_eps(x,y) - OT_eps(x,x)/2 - OT_eps(y,y)/2`` (ott-jax).
-
-    Cost ``||x - y||^2`` (squared-distance units, like ``genlearn.metrics.sinkhorn_divergence``).
-    """
-    from ott.geometry import pointcloud
-    from ott.tools import sinkhorn_divergence as sd
-
-    _check_pair(x, y)
-    eps = _positive_tuple(epsilon, "epsilon")[0]
-    value, _ = sd.sinkhorn_divergence(pointcloud.PointCloud, x, y, epsilon=eps)
-    return value
-
-
-def sliced_wasserstein(x: jax.Array, y: jax.Array, key: jax.Array, num_projections: int = 64,
-                       p: float = 2.0) -> jax.Array:
-    """``SW_p^p`` over ``num_projections`` random directions (exact 1-D OT by sorting).
-
-    The same kernel as ``genlearn.metrics.sliced_wasserstein`` (which returns ``SW_p``).
-    """
-    _check_pair(x, y)
-    if not isinstance(num_projections, int) or num_projections < 1:
-        raise ValueError(f"num_projections must be an integer >= 1, got {num_projections!r}")
-    if not float(p) >= 1:
-        raise ValueError(f"p must be >= 1, got {p!r}")
-    return _sliced(key, x, x.shape[0], y, y.shape[0], jnp.asarray(p, x.dtype), num_projections) ** p
+# name: (loss(x, y, key, **options), default options). The defaults are the losses' training
+# settings (biased MMD with h = 1, ott-jax's 1e-3 marginal tolerance, SW_p^p with 64 directions),
+# which differ from the distances' evaluation defaults; GAN runs depend on them.
+_LOSSES = {
+    "moments": (lambda x, y, key, order: moment_matching(x, y, order), {"order": 2}),
+    "mmd": (lambda x, y, key, kernel, bandwidths, unbiased: mmd2(x, y, bandwidths, unbiased, kernel=kernel),
+            {"kernel": "gaussian", "bandwidths": 1.0, "unbiased": False}),
+    "energy": (lambda x, y, key: energy_distance(x, y), {}),
+    "sinkhorn": (lambda x, y, key, epsilon: sinkhorn_divergence(x, y, epsilon, tol=1e-3, max_iters=2000),
+                 {"epsilon": 0.05}),
+    "sliced": (lambda x, y, key, num_projections, p: sliced_wasserstein(x, y, key, num_projections, p) ** p,
+               {"num_projections": 64, "p": 2.0}),
+}
 
 
 def weak_loss(name: str, **options: Any) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
@@ -168,38 +72,24 @@ def weak_loss(name: str, **options: Any) -> Callable[[jax.Array, jax.Array, jax.
 
     Args:
       name: one of :data:`WEAK_LOSSES`.
-      **options: keyword arguments of the matching function (``order`` for
-        moments; ``kernel``, ``bandwidths``, ``unbiased`` for mmd; ``epsilon``
-        for sinkhorn; ``num_projections``, ``p`` for sliced).
+      **options (defaults in brackets): ``moments``: ``order`` [2]; ``mmd``:
+        ``kernel`` ["gaussian"], ``bandwidths`` [1.0; a number or a sequence,
+        summed], ``unbiased`` [False]; ``sinkhorn``: ``epsilon`` [0.05] (solved
+        to an L1 marginal error of 1e-3); ``sliced``: ``num_projections`` [64],
+        ``p`` [2.0], and the loss is ``SW_p^p``.
 
     Raises:
-      ValueError: unknown name or options.
+      ValueError: unknown name or options, or invalid option values.
     """
-    fns = {
-        "moments": lambda x, y, key, **o: moment_matching(x, y, **o),
-        "mmd": lambda x, y, key, **o: mmd2(x, y, **o),
-        "energy": lambda x, y, key, **o: energy_distance(x, y, **o),
-        "sinkhorn": lambda x, y, key, **o: sinkhorn_divergence(x, y, **o),
-        "sliced": lambda x, y, key, **o: sliced_wasserstein(x, y, key, **o),
-    }
-    allowed = {
-        "moments": {"order"},
-        "mmd": {"kernel", "bandwidths", "unbiased"},
-        "energy": set(),
-        "sinkhorn": {"epsilon"},
-        "sliced": {"num_projections", "p"},
-    }
-    if name not in fns:
+    if name not in _LOSSES:
         raise ValueError(f"unknown weak loss {name!r}; choose one of {WEAK_LOSSES}")
-    bad = set(options) - allowed[name]
+    fn, defaults = _LOSSES[name]
+    bad = set(options) - set(defaults)
     if bad:
-        raise ValueError(f"weak loss {name!r} takes options {sorted(allowed[name])}, got {sorted(bad)}")
-    fn = fns[name]
-    # validate the options once, eagerly (Sinkhorn: without running the solver)
-    if name == "sinkhorn":
-        _positive_tuple(options.get("epsilon", 1.0), "epsilon")
-    else:
-        jax.eval_shape(lambda: fn(jnp.zeros((2, 1)), jnp.ones((2, 1)), jax.random.PRNGKey(0), **options))
+        raise ValueError(f"weak loss {name!r} takes options {sorted(defaults)}, got {sorted(bad)}")
+    options = {**defaults, **options}
+    # validate the options once, eagerly, on a tiny problem
+    jax.eval_shape(lambda: fn(jnp.zeros((2, 1)), jnp.ones((2, 1)), jax.random.PRNGKey(0), **options))
 
     def loss(x, y, key):
         return fn(x, y, key, **options)
