@@ -140,11 +140,17 @@ def critic_input_grad_norms(f: Callable[[jax.Array], jax.Array], x: jax.Array) -
     return jnp.sqrt(jnp.sum(grads * grads, axis=1) + 1e-12)
 
 
-def gradient_penalty(f: Callable, real: jax.Array, fake: jax.Array, key: jax.Array) -> jax.Array:
-    """WGAN-GP: ``E_t (||grad f(t x_real + (1 - t) x_fake)|| - 1)^2``, ``t ~ U[0, 1]`` per pair."""
+def gradient_penalty(f: Callable, real: jax.Array, fake: jax.Array, key: jax.Array,
+                     one_sided: bool = False) -> jax.Array:
+    """WGAN-GP: ``E_t (||grad f(t x_real + (1 - t) x_fake)|| - 1)^2``, ``t ~ U[0, 1]`` per pair.
+
+    ``one_sided``: ``E_t max(||grad f|| - 1, 0)^2``, penalising only slopes above 1
+    (Petzka et al. 2018).
+    """
     t = jax.random.uniform(key, (real.shape[0], 1))
     x_hat = t * real + (1.0 - t) * fake
-    return jnp.mean((critic_input_grad_norms(f, x_hat) - 1.0) ** 2)
+    excess = critic_input_grad_norms(f, x_hat) - 1.0
+    return jnp.mean((jnp.maximum(excess, 0.0) if one_sided else excess) ** 2)
 
 
 def r1_penalty(f: Callable, real: jax.Array) -> jax.Array:

@@ -1,37 +1,27 @@
-"""Kernel two-sample statistics: MMD^2, its permutation test, energy distance, KID.
+"""Kernel two-sample statistics as float64 metrics: MMD^2, its permutation test, energy distance, KID.
 
-MMD (Gretton et al. 2012, "A Kernel Two-Sample Test", JMLR 13) between
-``P`` and ``Q`` with kernel ``k``:
-
-    MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y),   x, x' ~ P,  y, y' ~ Q.
-
-From samples ``x (n, d)``, ``y (m, d)``:
-
-* biased (V-statistic):   (1/n^2) sum_ij k(x_i, x_j) + (1/m^2) sum_ij k(y_i, y_j)
-                          - (2/nm) sum_ij k(x_i, y_j)
-* unbiased (U-statistic): the within-sample sums skip ``i == j`` and are
-                          divided by ``n(n-1)`` and ``m(m-1)``; it can be < 0.
-
-Kernels: ``"gaussian"`` ``k = exp(-||x - y||^2 / (2 h^2))`` (default, with the
-bandwidth ``h`` from the median heuristic when not given), ``"polynomial"``
-``k = (x.y / d + 1)^3`` (the KID kernel, Binkowski et al. 2018, "Demystifying
-MMD GANs").
-
-All sums are accumulated in float64 over row blocks (``_pairwise.row_reduce``)
-so ``n = m = 20,000`` needs ``block * max(n, m)`` floats, not ``n * m``.
+``mmd2`` and ``energy_distance`` are :func:`genlearn.distances.mmd2` and
+:func:`genlearn.distances.energy_distance` (formulas there; the weak losses of
+``genlearn.gan`` are the same functions) run on validated host arrays in
+float64, over row blocks (``block_size``) so ``n = m = 20,000`` needs
+``block * max(n, m)`` floats, not ``n * m``, returning Python floats.
+Kernels: ``"gaussian"`` ``exp(-||x - y||^2 / (2 h^2))`` (default, with the
+bandwidth ``h`` from the median heuristic when not given), ``"imq"``,
+``"polynomial"`` ``(x.y / d + 1)^3`` (the KID kernel, Binkowski et al. 2018).
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genlearn import distances
 from genlearn.metrics._checks import as_int, as_pair, as_positive, subsample
-from genlearn.metrics._pairwise import pad_rows, row_reduce, sq_dists, x64
+from genlearn.metrics._pairwise import pad_rows, x64
 
 __all__ = [
     "median_heuristic_bandwidth",
@@ -43,62 +33,14 @@ __all__ = [
     "kernel_inception_distance",
 ]
 
-_KERNELS = ("gaussian", "polynomial", "distance")
+_mmd2 = jax.jit(distances.mmd2, static_argnames=("unbiased", "kernel", "block_size"))
+_energy = jax.jit(distances.energy_distance, static_argnames=("block_size",))
+_median = jax.jit(distances.median_bandwidth)
 
 
-def _kernel_block(kind: str, a: jax.Array, b: jax.Array, bandwidth: jax.Array) -> jax.Array:
-    if kind == "gaussian":
-        return jnp.exp(-sq_dists(a, b) / (2.0 * bandwidth**2))
-    if kind == "polynomial":
-        return (a @ b.T / a.shape[1] + 1.0) ** 3
-    # "distance": -||a - b||, the energy-distance kernel (conditionally p.d.)
-    return -jnp.sqrt(sq_dists(a, b))
-
-
-def _kernel_diag(kind: str, a: jax.Array, bandwidth: jax.Array) -> jax.Array:
-    if kind == "gaussian":
-        return jnp.ones(a.shape[0], a.dtype)
-    if kind == "polynomial":
-        return (jnp.sum(a * a, axis=1) / a.shape[1] + 1.0) ** 3
-    return jnp.zeros(a.shape[0], a.dtype)
-
-
-def _kernel_sum(a, wa, b, wb, bandwidth, kind: str, block: int):
-    """``sum_ij wa_i wb_j k(a_i, b_j)`` without materialising the ``(n, m)`` matrix."""
-    rows = row_reduce(lambda blk: _kernel_block(kind, blk, b, bandwidth) @ wb, a, block)
-    return wa @ rows
-
-
-@partial(jax.jit, static_argnames=("kind", "block"))
-def _kernel_sums(x, wx, y, wy, bandwidth, kind: str, block: int):
-    """The three Gram-matrix sums and two diagonal sums (masked rows), in one compiled function."""
-    return (
-        _kernel_sum(x, wx, x, wx, bandwidth, kind, block),
-        _kernel_sum(y, wy, y, wy, bandwidth, kind, block),
-        _kernel_sum(x, wx, y, wy, bandwidth, kind, block),
-        wx @ _kernel_diag(kind, x, bandwidth),
-        wy @ _kernel_diag(kind, y, bandwidth),
-    )
-
-
-def _mmd2_from_sums(kxx, kyy, kxy, dx, dy, n, m, unbiased):
-    if unbiased:
-        return (kxx - dx) / (n * (n - 1)) + (kyy - dy) / (m * (m - 1)) - 2.0 * kxy / (n * m)
-    return kxx / n**2 + kyy / m**2 - 2.0 * kxy / (n * m)
-
-
-def _mmd2_f64(x, y, bandwidth, unbiased, kind, block):
-    # Rows are padded to bucket sizes (zero weight) so nearby sizes share a compilation.
-    xp, wx = pad_rows(x)
-    yp, wy = pad_rows(y)
+def _f64(fn, x, y, *args, **kwargs) -> float:
     with x64():
-        h = jnp.asarray(bandwidth, jnp.float64)
-        kxx, kyy, kxy, dx, dy = _kernel_sums(jnp.asarray(xp), jnp.asarray(wx), jnp.asarray(yp), jnp.asarray(wy),
-                                             h, kind, block)
-        return float(_mmd2_from_sums(kxx, kyy, kxy, dx, dy, float(x.shape[0]), float(y.shape[0]), unbiased))
-
-
-_jit_sq_dists = jax.jit(sq_dists)
+        return float(fn(jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64), *args, **kwargs))
 
 
 def median_heuristic_bandwidth(x: Any, y: Any, max_samples: int = 1000, key: jax.Array | None = None) -> float:
@@ -125,12 +67,7 @@ def median_heuristic_bandwidth(x: Any, y: Any, max_samples: int = 1000, key: jax
     max_samples = as_int(max_samples, "max_samples", 2)
     seed = np.asarray(jax.random.key_data(key if key is not None else jax.random.PRNGKey(0))).ravel()
     rng = np.random.default_rng(seed.astype(np.uint64))
-    z = np.concatenate([subsample(x, max_samples, rng), subsample(y, max_samples, rng)])
-    zp, _ = pad_rows(z)
-    with x64():
-        d2 = np.asarray(_jit_sq_dists(jnp.asarray(zp), jnp.asarray(zp)))[: z.shape[0], : z.shape[0]]
-    iu = np.triu_indices(z.shape[0], k=1)
-    h = float(np.sqrt(np.median(d2[iu])))
+    h = _f64(_median, subsample(x, max_samples, rng), subsample(y, max_samples, rng))
     if not h > 0:
         raise ValueError(
             "median_heuristic_bandwidth: the median pairwise distance is 0 "
@@ -142,65 +79,62 @@ def median_heuristic_bandwidth(x: Any, y: Any, max_samples: int = 1000, key: jax
 def mmd2(
     x: Any,
     y: Any,
-    bandwidth: float | None = None,
+    bandwidth: float | Sequence[float] | None = None,
     unbiased: bool = True,
     *,
     kernel: str = "gaussian",
     block_size: int = 256,
 ) -> float:
-    """Squared maximum mean discrepancy between two sample sets.
-
-    Formulas in the module docstring (Gretton et al. 2012, eqs. 3 and 5).
+    """Squared MMD between two sample sets: :func:`genlearn.distances.mmd2` in float64.
 
     Args:
-      x: ``(n, d)`` samples of P, ``n >= 2``.
-      y: ``(m, d)`` samples of Q, ``m >= 2``.
-      bandwidth: Gaussian-kernel bandwidth ``h`` in
-        ``exp(-||x - y||^2 / (2 h^2))``; None uses
-        :func:`median_heuristic_bandwidth`. Ignored for ``"polynomial"``.
+      x: ``(n, d)`` samples of P; y: ``(m, d)`` samples of Q (``n, m >= 2``).
+      bandwidth: Gaussian ``h`` / IMQ ``c``, a sequence sums the kernels; None
+        uses :func:`median_heuristic_bandwidth` (IMQ: ``c = h^2``). Ignored
+        for ``"polynomial"``.
       unbiased: U-statistic (True, may be slightly negative) or V-statistic.
-      kernel: ``"gaussian"`` or ``"polynomial"`` (``(x.y/d + 1)^3``).
+      kernel: ``"gaussian"``, ``"imq"`` or ``"polynomial"`` (``(x.y/d + 1)^3``).
       block_size: rows per block; peak memory ``block_size * max(n, m)`` floats.
 
     Returns:
-      MMD^2 as a Python float (computed in float64).
+      MMD^2 as a Python float.
 
     Raises:
-      ValueError: bad samples (shape, NaN/inf, fewer than 2 rows, mismatched d)
-        or a non-positive bandwidth.
+      ValueError: bad samples (shape, NaN/inf, fewer than 2 rows, mismatched d),
+        unknown kernel or a non-positive bandwidth.
     """
     x, y = as_pair(x, y)
-    if kernel not in ("gaussian", "polynomial"):
-        raise ValueError(f"mmd2: kernel must be 'gaussian' or 'polynomial', got {kernel!r}")
-    if kernel == "gaussian":
-        h = median_heuristic_bandwidth(x, y) if bandwidth is None else as_positive(bandwidth, "bandwidth")
+    if kernel not in distances.KERNELS:
+        raise ValueError(f"mmd2: kernel must be one of {distances.KERNELS}, got {kernel!r}")
+    if kernel == "polynomial":
+        scales = (1.0,)
+    elif bandwidth is None:
+        h = median_heuristic_bandwidth(x, y)
+        scales = (h if kernel == "gaussian" else h * h,)
     else:
-        h = 1.0
-    block = as_int(block_size, "block_size")
-    return _mmd2_f64(x, y, h, bool(unbiased), kernel, block)
+        seq = bandwidth if isinstance(bandwidth, (list, tuple, np.ndarray)) and np.ndim(bandwidth) == 1 else [bandwidth]
+        scales = tuple(as_positive(b, "bandwidth") for b in seq)
+        if not scales:
+            raise ValueError("bandwidth: expected a positive number or a non-empty sequence, got []")
+    return _f64(_mmd2, x, y, scales, bool(unbiased), kernel=kernel, block_size=as_int(block_size, "block_size"))
 
 
 def energy_distance(x: Any, y: Any, *, block_size: int = 256) -> float:
-    """Squared energy distance (Szekely & Rizzo 2004/2013), V-statistic form.
+    """Squared energy distance ``2 E||x - y|| - E||x - x'|| - E||y - y'||``: :func:`genlearn.distances.energy_distance`.
 
-        E^2 = 2 E||x - y|| - E||x - x'|| - E||y - y'||
-
-    estimated with all pairs (including ``i == j``, which contribute 0). It is
-    the biased MMD^2 with the kernel ``-||x - y||``; ``E^2 >= 0`` with equality
-    iff the empirical measures coincide. In 1-D, ``sqrt(E^2)`` equals
-    ``scipy.stats.energy_distance``.
+    V-statistic over all pairs (Szekely & Rizzo 2004/2013), in float64 over
+    row blocks; ``E^2 >= 0`` with equality iff the empirical measures
+    coincide. In 1-D, ``sqrt(E^2)`` equals ``scipy.stats.energy_distance``.
 
     Args:
-      x: ``(n, d)`` samples, ``n >= 2``.
-      y: ``(m, d)`` samples, ``m >= 2``.
+      x: ``(n, d)`` samples, ``n >= 2``; y: ``(m, d)`` samples, ``m >= 2``.
       block_size: rows per block.
 
     Returns:
-      ``E^2`` as a Python float (float64), clipped at 0 against rounding.
+      ``E^2`` as a Python float, clipped at 0 against rounding.
     """
     x, y = as_pair(x, y)
-    val = _mmd2_f64(x, y, 1.0, False, "distance", as_int(block_size, "block_size"))
-    return max(val, 0.0)
+    return max(_f64(_energy, x, y, block_size=as_int(block_size, "block_size")), 0.0)
 
 
 class MMDTestResult(NamedTuple):
@@ -222,7 +156,7 @@ class MMDTestResult(NamedTuple):
 @partial(jax.jit, static_argnames=("unbiased",))
 def _perm_stats(labels, mask, z, bandwidth, n, m, unbiased):
     """MMD^2 for each labelling column of ``labels (N, B+1)`` (1 = first set, 0 = second or padding)."""
-    k = jnp.exp(-sq_dists(z, z) / (2.0 * bandwidth**2))
+    k = distances._gram("gaussian", (bandwidth,), z, z)
     diag = jnp.diagonal(k)
     total = mask @ k @ mask
     kl = k @ labels
@@ -231,7 +165,9 @@ def _perm_stats(labels, mask, z, bandwidth, n, m, unbiased):
     kyy = total - kxx - 2.0 * kxy
     dx = labels.T @ diag
     dy = mask @ diag - dx
-    return _mmd2_from_sums(kxx, kyy, kxy, dx, dy, n, m, unbiased)
+    if unbiased:
+        return (kxx - dx) / (n * (n - 1)) + (kyy - dy) / (m * (m - 1)) - 2.0 * kxy / (n * m)
+    return kxx / n**2 + kyy / m**2 - 2.0 * kxy / (n * m)
 
 
 def mmd_permutation_test(
@@ -333,6 +269,6 @@ def kernel_inception_distance(
         rng = np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel().astype(np.uint64))
         xs = x[rng.choice(x.shape[0], s, replace=False)]
         ys = y[rng.choice(y.shape[0], s, replace=False)]
-        vals.append(_mmd2_f64(xs, ys, 1.0, True, "polynomial", 256))
+        vals.append(_f64(_mmd2, xs, ys, None, True, kernel="polynomial", block_size=256))
     vals = np.asarray(vals)
     return KIDResult(float(vals.mean()), float(vals.std()))

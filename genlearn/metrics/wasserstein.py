@@ -34,9 +34,10 @@ beyond scipy. Its cost grows with ``n * m`` variables, so it is capped at
 
 Approximations
 --------------
-* ``sinkhorn_divergence``: debiased entropic OT (Feydy et al. 2019).
-* ``sliced_wasserstein``: mean over random directions of the exact 1-D W_p.
-* ``wasserstein1_dual``: Kantorovich-Rubinstein with a trained critic.
+* ``sinkhorn_divergence`` / ``entropic_ot``: debiased entropic OT (Feydy et al.
+  2019) by ott-jax, as in :func:`genlearn.distances.sinkhorn_divergence`.
+* ``sliced_wasserstein``: :func:`genlearn.distances.sliced_wasserstein` (``SW_p``).
+* ``wasserstein1_dual``: Kantorovich-Rubinstein with a trained critic of ``genlearn.gan``.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genlearn import distances
 from genlearn.metrics._checks import as_int, as_pair, as_positive, as_weights
-from genlearn.metrics._pairwise import bucket_size, pad_rows, sq_dists, x64
+from genlearn.metrics._pairwise import bucket_size, pad_rows, x64
 
 __all__ = [
     "cost_matrix",
@@ -101,7 +103,8 @@ def _approx_duals(c, row_mask, col_mask, iters, hi, lo):
     Padded rows/columns (mask 0) are excluded from the reductions.
     """
     scale = jnp.sum(c * row_mask[:, None] * col_mask[None, :]) / (jnp.sum(row_mask) * jnp.sum(col_mask))
-    eps_sched = scale * jnp.geomspace(hi, lo, iters)
+    # in c's dtype, so the loop carry keeps its type under jax_enable_x64 too
+    eps_sched = (scale * jnp.geomspace(hi, lo, iters)).astype(c.dtype)
     neg = jnp.asarray(-jnp.inf, c.dtype)
 
     def body(i, fg):
@@ -262,72 +265,19 @@ class EntropicOTResult(NamedTuple):
     marginal_error: float
 
 
-def _softmin(eps, c, h, log_w):
-    """``-eps log sum_j w_j exp((h_j - c_ij) / eps)`` row-wise."""
-    return -eps * jax.nn.logsumexp(log_w[None, :] + (h[None, :] - c) / eps, axis=1)
-
-
 @partial(jax.jit, static_argnames=("max_iters",))
-def _sinkhorn(x, log_a, y, log_b, eps, tol, max_iters, symmetric):
-    """Log-domain Sinkhorn; padded points carry log-weight -inf and so no mass."""
-    c = sq_dists(x, y)
+def _entropic(x, y, eps, tol, max_iters):
+    from ott.geometry import pointcloud
+    from ott.solvers import linear
 
-    a = jnp.exp(log_a)
-
-    def alternating(f, g):
-        f_new = _softmin(eps, c, g, log_b)
-        # (f, g) has exact column marginals (g was fitted to f); its row marginals
-        # are a_i exp((f_i - f_new_i) / eps). Their L1 error is gauge invariant,
-        # unlike |f_new - f|.
-        err = jnp.sum(a * jnp.abs(jnp.expm1((f - f_new) / eps)))
-        return f_new, _softmin(eps, c.T, f_new, log_a), err
-
-    def averaged(f, g):
-        # OT(x, x): g = f, and the averaged update f <- (f + T(f)) / 2 of
-        # Feydy et al. (2019, sec. 3.1) converges where plain alternation
-        # oscillates; the plan (f, f) has row marginals a_i exp((f_i - T(f)_i) / eps).
-        tf = _softmin(eps, c, f, log_a)
-        err = jnp.sum(a * jnp.abs(jnp.expm1((f - tf) / eps)))
-        f_new = 0.5 * (f + tf)
-        return f_new, f_new, err
-
-    def body(state):
-        f, g, it, _ = state
-        f_new, g_new, err = jax.lax.cond(symmetric, averaged, alternating, f, g)
-        return f_new, g_new, it + 1, err
-
-    def cond(state):
-        return (state[2] < max_iters) & (state[3] > tol)
-
-    f0 = jnp.zeros(x.shape[0], c.dtype)
-    g0 = jnp.zeros(y.shape[0], c.dtype)
-    f, g, it, _ = jax.lax.while_loop(cond, body, (f0, g0, jnp.asarray(0), jnp.asarray(jnp.inf, c.dtype)))
-    b = jnp.exp(log_b)
-    plan = jnp.exp(log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - c) / eps)
-    value = a @ f + b @ g
-    marg = jnp.max(jnp.abs(plan.sum(0) - b))
-    return value, jnp.sum(plan * c), it, marg
+    geom = pointcloud.PointCloud(x, y, epsilon=eps)
+    out = linear.solve(geom, threshold=tol, max_iterations=max_iters)
+    plan = out.matrix
+    marg = jnp.maximum(jnp.max(jnp.abs(plan.sum(1) - out.a)), jnp.max(jnp.abs(plan.sum(0) - out.b)))
+    return out.reg_ot_cost, jnp.sum(plan * geom.cost_matrix), out.n_iters, marg
 
 
-def _log_weights(n: int, size: int) -> np.ndarray:
-    w = np.full(size, -np.inf)
-    w[:n] = -np.log(n)
-    return w
-
-
-def _entropic(x, y, eps, max_iters, tol, symmetric=False):
-    # Both sets padded to one bucket size: the three terms of the divergence
-    # (and calls at nearby sizes) share a single compilation.
-    size = bucket_size(max(x.shape[0], y.shape[0]))
-    xp, _ = pad_rows(x, size)
-    yp, _ = pad_rows(y, size)
-    with x64():
-        value, cost, it, marg = _sinkhorn(
-            jnp.asarray(xp), jnp.asarray(_log_weights(x.shape[0], size)),
-            jnp.asarray(yp), jnp.asarray(_log_weights(y.shape[0], size)),
-            jnp.float64(eps), jnp.float64(tol), max_iters, jnp.asarray(symmetric),
-        )
-        return EntropicOTResult(float(value), float(cost), int(it), float(marg))
+_divergence = jax.jit(distances.sinkhorn_divergence, static_argnames=("max_iters",))
 
 
 def _check_sinkhorn_args(x, y, epsilon, max_iters, tol, max_samples=5000):
@@ -348,9 +298,8 @@ def entropic_ot(x: Any, y: Any, epsilon: float, *, max_iters: int = 2000, tol: f
 
         OT_eps(a, b) = min_P <P, C> + eps KL(P || a b^T),   C_ij = ||x_i - y_j||^2,
 
-    solved by log-domain Sinkhorn (float64, jitted ``lax.while_loop``) until the
-    row marginals are within ``tol`` in L1 (columns are exact after each sweep); dense ``(n, m)`` cost, so
-    ``n, m <= 5000``.
+    solved by ott-jax's log-domain Sinkhorn (float64, jitted) until the
+    marginals are within ``tol`` in L1; dense ``(n, m)`` cost, so ``n, m <= 5000``.
 
     Args:
       x: ``(n, d)``; y: ``(m, d)``; epsilon: regularisation ``> 0`` in units
@@ -360,7 +309,9 @@ def entropic_ot(x: Any, y: Any, epsilon: float, *, max_iters: int = 2000, tol: f
       :class:`EntropicOTResult`.
     """
     x, y, eps, max_iters, tol = _check_sinkhorn_args(x, y, epsilon, max_iters, tol)
-    return _entropic(x, y, eps, max_iters, tol)
+    with x64():
+        out = _entropic(jnp.asarray(x), jnp.asarray(y), eps, tol, max_iters)
+        return EntropicOTResult(float(out[0]), float(out[1]), int(out[2]), float(out[3]))
 
 
 def sinkhorn_divergence(x: Any, y: Any, epsilon: float, *, max_iters: int = 2000, tol: float = 1e-9) -> float:
@@ -383,37 +334,12 @@ def sinkhorn_divergence(x: Any, y: Any, epsilon: float, *, max_iters: int = 2000
       ``S_eps`` as a Python float.
     """
     x, y, eps, max_iters, tol = _check_sinkhorn_args(x, y, epsilon, max_iters, tol)
-    xy = _entropic(x, y, eps, max_iters, tol).value
-    xx = _entropic(x, x, eps, max_iters, tol, symmetric=True).value
-    yy = _entropic(y, y, eps, max_iters, tol, symmetric=True).value
-    return float(xy - 0.5 * xx - 0.5 * yy)
+    with x64():
+        return float(_divergence(jnp.asarray(x), jnp.asarray(y), eps, tol=tol, max_iters=max_iters))
 
 
 # --------------------------------------------------------------------------
 # Sliced Wasserstein
-
-
-@partial(jax.jit, static_argnames=("num_projections",))
-def _sliced(key, x, n, y, m, p, num_projections):
-    """``x``/``y`` padded to bucket sizes; ``n``/``m`` (traced) count the real rows."""
-    theta = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
-    theta = theta / jnp.linalg.norm(theta, axis=1, keepdims=True)
-    # padded rows project to +inf and sort to the end, beyond any index used
-    xs = jnp.sort(jnp.where(jnp.arange(x.shape[0])[:, None] < n, x @ theta.T, jnp.inf), axis=0)
-    ys = jnp.sort(jnp.where(jnp.arange(y.shape[0])[:, None] < m, y @ theta.T, jnp.inf), axis=0)
-    # Exact 1-D W_p^p = int_0^1 |F^-1(t) - G^-1(t)|^p dt: both quantile functions
-    # are constant between the breakpoints {i/n} U {j/m}.
-    tx = jnp.minimum(jnp.arange(1, x.shape[0] + 1, dtype=x.dtype) / n, 1.0)
-    ty = jnp.minimum(jnp.arange(1, y.shape[0] + 1, dtype=x.dtype) / m, 1.0)
-    t = jnp.sort(jnp.concatenate([tx, ty]))
-    t_prev = jnp.concatenate([jnp.zeros(1, x.dtype), t[:-1]])
-    mid = 0.5 * (t + t_prev)
-    i = jnp.clip(jnp.floor(mid * n).astype(jnp.int32), 0, n - 1)
-    j = jnp.clip(jnp.floor(mid * m).astype(jnp.int32), 0, m - 1)
-    w = (t - t_prev)[:, None]
-    diff = jnp.where(w > 0, jnp.abs(xs[i] - ys[j]), 0.0)  # zero-width intervals may pair an inf
-    per_dir = jnp.sum(w * diff**p, axis=0)  # (L,)
-    return jnp.mean(per_dir) ** (1.0 / p)
 
 
 def sliced_wasserstein(x: Any, y: Any, key: jax.Array, num_projections: int = 128, p: float = 2.0) -> float:
@@ -423,8 +349,9 @@ def sliced_wasserstein(x: Any, y: Any, key: jax.Array, num_projections: int = 12
 
     estimated with ``num_projections`` random unit directions; each 1-D
     ``W_p`` is exact (sorting; for ``n != m`` the two quantile functions are
-    integrated over the merged breakpoints ``{i/n} U {j/m}``). The kernel is a
-    single jitted float64 function, ``O(L (n + m) log(n + m))``.
+    integrated over the merged breakpoints ``{i/n} U {j/m}``). The kernel is
+    :func:`genlearn.distances.sliced_wasserstein`'s, jitted in float64 on rows
+    padded to bucket sizes (one compilation for nearby sizes).
 
     Args:
       x: ``(n, d)``; y: ``(m, d)``.
@@ -441,8 +368,8 @@ def sliced_wasserstein(x: Any, y: Any, key: jax.Array, num_projections: int = 12
     xp, _ = pad_rows(x)
     yp, _ = pad_rows(y)
     with x64():
-        return float(_sliced(key, jnp.asarray(xp), x.shape[0], jnp.asarray(yp), y.shape[0],
-                             jnp.float64(p), num_projections))
+        return float(distances._sliced(key, jnp.asarray(xp), x.shape[0], jnp.asarray(yp), y.shape[0],
+                                       jnp.float64(p), num_projections))
 
 
 # --------------------------------------------------------------------------
@@ -465,76 +392,44 @@ class W1DualResult(NamedTuple):
     lipschitz: float
 
 
-def _critic_init(key, d, hidden):
-    k1, k2, k3 = jax.random.split(key, 3)
-    he = lambda k, i, o: jax.random.normal(k, (i, o)) * jnp.sqrt(2.0 / i)
-    return {
-        "w1": he(k1, d, hidden), "b1": jnp.zeros(hidden),
-        "w2": he(k2, hidden, hidden), "b2": jnp.zeros(hidden),
-        "w3": he(k3, hidden, 1) / 4, "b3": jnp.zeros(1),
-    }
-
-
-def _critic(params, x):
-    h = jax.nn.silu(x @ params["w1"] + params["b1"])
-    h = jax.nn.silu(h @ params["w2"] + params["b2"])
-    return (h @ params["w3"] + params["b3"])[..., 0]
-
-
-def _dsilu(a):
-    sig = jax.nn.sigmoid(a)
-    return sig * (1.0 + a * (1.0 - sig))
-
-
-def _grad_norms(params, z):
-    """``||grad_z f(z)||`` per row, by the explicit chain rule of the 2-layer MLP.
-
-    Written out rather than ``vmap(grad)`` so that the penalty's own gradient is
-    first-order autodiff of a closed form, which compiles several times faster.
-    """
-    a1 = z @ params["w1"] + params["b1"]
-    a2 = jax.nn.silu(a1) @ params["w2"] + params["b2"]
-    g2 = _dsilu(a2) * params["w3"][:, 0]
-    g1 = (g2 @ params["w2"].T) * _dsilu(a1)
-    g = g1 @ params["w1"].T
-    return jnp.sqrt(jnp.sum(g * g, axis=1) + 1e-12)  # smooth at 0 for the penalty's gradient
-
-
 @partial(jax.jit, static_argnames=("hidden", "num_steps", "batch_size"))
 def _train_critic(key, x, y, hidden, num_steps, batch_size, learning_rate, gp_weight):
-    k_init, k_loop, k_eval = jax.random.split(key, 3)
-    params = _critic_init(k_init, x.shape[1], hidden)
-    opt = optax.adam(learning_rate, b1=0.5, b2=0.9)
+    # gan/ imports its training glue; loaded on first use so genlearn.metrics stays light
+    from genlearn.gan.critics import critic
+    from genlearn.gan.objectives import critic_input_grad_norms, gradient_penalty
 
-    # All minibatch randomness drawn up front: one vectorised draw instead of
-    # PRNG code inside the scan body (much smaller program to compile).
-    kx, ky, ke = jax.random.split(k_loop, 3)
+    crit = critic(x.shape[1], (hidden, hidden), activation="silu")
+    k_init, k_loop, k_eval = jax.random.split(key, 3)
+    params = crit.init(k_init)
+    opt = optax.adam(learning_rate, b1=0.5, b2=0.9)
+    # minibatch indices drawn up front: one vectorised draw, not PRNG code in the scan body
+    kx, ky, kp = jax.random.split(k_loop, 3)
     idx_x = jax.random.randint(kx, (num_steps, batch_size), 0, x.shape[0])
     idx_y = jax.random.randint(ky, (num_steps, batch_size), 0, y.shape[0])
-    mix = jax.random.uniform(ke, (num_steps, batch_size, 1))
 
-    def loss(params, xb, yb, t):
-        z = t * xb + (1 - t) * yb
-        gp = jnp.mean(jnp.maximum(_grad_norms(params, z) - 1.0, 0.0) ** 2)
-        return -(jnp.mean(_critic(params, xb)) - jnp.mean(_critic(params, yb))) + gp_weight * gp
+    def loss(params, xb, yb, k):
+        f = partial(crit.apply, params)
+        gap = jnp.mean(f(xb)) - jnp.mean(f(yb))
+        return -gap + gp_weight * gradient_penalty(f, xb, yb, k, one_sided=True)
 
     def step(carry, batch):
         params, state = carry
-        ix, iy, t = batch
-        grads = jax.grad(loss)(params, x[ix], y[iy], t)
+        ix, iy, k = batch
+        grads = jax.grad(loss)(params, x[ix], y[iy], k)
         updates, state = opt.update(grads, state, params)
         return (optax.apply_updates(params, updates), state), None
 
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), (idx_x, idx_y, mix))
-    raw = jnp.mean(_critic(params, x)) - jnp.mean(_critic(params, y))
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)),
+                                  (idx_x, idx_y, jax.random.split(kp, num_steps)))
+    f = partial(crit.apply, params)
+    raw = jnp.mean(f(x)) - jnp.mean(f(y))
     kx, ky, ke = jax.random.split(k_eval, 3)
     nz = 1024
     xb = x[jax.random.randint(kx, (nz,), 0, x.shape[0])]
     yb = y[jax.random.randint(ky, (nz,), 0, y.shape[0])]
     t = jax.random.uniform(ke, (nz, 1))
     z = jnp.concatenate([x[:nz], y[:nz], t * xb + (1 - t) * yb])
-    lip = jnp.max(_grad_norms(params, z))
-    return raw, lip
+    return raw, jnp.max(critic_input_grad_norms(f, z))
 
 
 def wasserstein1_dual(
@@ -552,9 +447,10 @@ def wasserstein1_dual(
 
         W1(P, Q) = sup_{Lip(f) <= 1} E_P f - E_Q f            (lecture, supplement)
 
-    A 2-hidden-layer SiLU MLP ``f`` maximises ``E_x f - E_y f`` under a
-    one-sided gradient penalty ``gp_weight * E max(||grad f(z)|| - 1, 0)^2``
-    on random interpolates (Gulrajani et al. 2017; Petzka et al. 2018). The
+    A 2-hidden-layer SiLU critic (:func:`genlearn.gan.critic`) maximises
+    ``E_x f - E_y f`` under the one-sided gradient penalty
+    ``gp_weight * E max(||grad f(z)|| - 1, 0)^2`` on random interpolates
+    (:func:`genlearn.gan.gradient_penalty`; Gulrajani et al. 2017; Petzka et al. 2018). The
     returned estimate divides the empirical gap by ``max(1, L_hat)``, the
     largest gradient norm observed, so a critic that escaped the constraint
     does not overstate W1. It is an *estimate* (approaching W1 from below as
