@@ -187,7 +187,8 @@ def energy_distance(x: jax.Array, y: jax.Array, *, block_size: int | None = None
 @partial(jax.jit, static_argnames=("num_projections",))
 def _sliced(key, x, n, y, m, p, num_projections):
     """SW_p of the first ``n`` rows of ``x`` and ``m`` of ``y`` (the rest is padding, for shared compilations)."""
-    theta = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
+    # drawn in float32 whatever the precision, so a key gives the same directions in float32 and float64
+    theta = jax.random.normal(key, (num_projections, x.shape[1]), jnp.float32).astype(x.dtype)
     theta = theta / jnp.linalg.norm(theta, axis=1, keepdims=True)
     # padded rows project to +inf and sort to the end, beyond any index used
     xs = jnp.sort(jnp.where(jnp.arange(x.shape[0])[:, None] < n, x @ theta.T, jnp.inf), axis=0)

@@ -157,14 +157,30 @@ def _pair(n=60, m=50, d=3, shift=0.5):
 @pytest.mark.parametrize("unbiased", [False, True])
 def test_weak_mmd_and_energy_match_metrics(unbiased):
     x, y = _pair()
-    ours = gan.mmd2(jnp.asarray(x), jnp.asarray(y), bandwidths=0.8, unbiased=unbiased)
+    ours = gan.mmd2(jnp.asarray(x), jnp.asarray(y), 0.8, unbiased)
     assert float(ours) == pytest.approx(metrics.mmd2(x, y, 0.8, unbiased), rel=1e-4, abs=1e-6)
     # multi-bandwidth = sum of single-bandwidth MMDs
-    multi = gan.mmd2(jnp.asarray(x), jnp.asarray(y), bandwidths=(0.3, 2.0), unbiased=unbiased)
+    multi = gan.mmd2(jnp.asarray(x), jnp.asarray(y), (0.3, 2.0), unbiased)
     ref = metrics.mmd2(x, y, 0.3, unbiased) + metrics.mmd2(x, y, 2.0, unbiased)
     assert float(multi) == pytest.approx(ref, rel=1e-4, abs=1e-6)
+    assert metrics.mmd2(x, y, (0.3, 2.0), unbiased) == pytest.approx(ref, rel=1e-9)
     assert float(gan.energy_distance(jnp.asarray(x), jnp.asarray(y))) == pytest.approx(
         metrics.energy_distance(x, y), rel=1e-4)
+
+
+def test_same_name_same_quantity_with_the_same_defaults():
+    """gl.gan's distances are genlearn.distances'; gl.metrics computes the same numbers in float64."""
+    from genlearn import distances
+
+    for name in ("mmd2", "energy_distance", "sliced_wasserstein", "sinkhorn_divergence"):
+        assert getattr(gan, name) is getattr(distances, name)
+    x, y = _pair(64, 64, 2)
+    xj, yj, key = jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(5)
+    assert float(gan.mmd2(xj, yj)) == pytest.approx(metrics.mmd2(x, y), rel=1e-4)  # unbiased, median h
+    assert float(gan.sliced_wasserstein(xj, yj, key)) == pytest.approx(  # SW_2, 128 directions
+        metrics.sliced_wasserstein(x, y, key), rel=1e-5)
+    assert float(gan.sinkhorn_divergence(xj, yj, 0.5)) == pytest.approx(metrics.sinkhorn_divergence(x, y, 0.5),
+                                                                         rel=1e-4)
 
 
 def test_weak_imq_kernel_matches_numpy():
@@ -172,17 +188,39 @@ def test_weak_imq_kernel_matches_numpy():
     d2 = lambda a, b: np.sum((a[:, None] - b[None]) ** 2, -1)
     k = lambda a, b: 1.0 / (1.0 + d2(a, b))
     ref = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
-    assert float(gan.mmd2(jnp.asarray(x), jnp.asarray(y), kernel="imq", bandwidths=1.0)) == pytest.approx(ref, rel=1e-4)
+    assert float(gan.mmd2(jnp.asarray(x), jnp.asarray(y), 1.0, False, kernel="imq")) == pytest.approx(ref, rel=1e-4)
+    assert metrics.mmd2(x, y, 1.0, False, kernel="imq") == pytest.approx(ref, rel=1e-6)  # ref in float32
 
 
-def test_weak_sliced_and_sinkhorn_match_metrics():
+def test_weak_sliced_matches_metrics_in_float64():
     x, y = _pair(64, 64, 2)
     key = jax.random.PRNGKey(5)
     with jax.enable_x64(True):
         sw = gan.sliced_wasserstein(jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64), key, 32)
-    assert float(sw) ** 0.5 == pytest.approx(metrics.sliced_wasserstein(x, y, key, 32), rel=1e-6)
-    ours = float(gan.sinkhorn_divergence(jnp.asarray(x), jnp.asarray(y), epsilon=0.5))
-    assert ours == pytest.approx(metrics.sinkhorn_divergence(x, y, 0.5), rel=2e-2)
+    assert float(sw) == pytest.approx(metrics.sliced_wasserstein(x, y, key, 32), rel=1e-9)
+
+
+# gan/run.py's default_options for each weak loss (mmd: its toy bandwidths for a data std of 0.8).
+# The values were computed before the kernel layer was unified (commit 20ac5ce); old and new code
+# give bit-identical values and gradients on CPU at XLA's default and -O0 optimisation levels, so GAN
+# training follows the same trajectories. The tolerances only span those XLA levels (~1e-6).
+RUN_OPTIONS = [
+    ("mmd", {"kernel": "gaussian", "bandwidths": tuple(0.8 * f for f in (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))},
+     0.555370032787323, 0.004708815831691027),
+    ("energy", {}, 0.7719874978065491, 0.005987907759845257),
+    ("sinkhorn", {"epsilon": 0.01}, 1.7332216501235962, 0.027025293558835983),
+    ("sliced", {"num_projections": 64}, 0.7914774417877197, 0.00577451242133975),
+    ("moments", {"order": 2}, 1.9880974292755127, 0.06386274099349976),
+]
+
+
+@pytest.mark.parametrize("name, opts, value, grad_sq", RUN_OPTIONS)
+def test_weak_loss_values_with_gan_run_options_are_pinned(name, opts, value, grad_sq):
+    x = jax.random.normal(jax.random.PRNGKey(0), (256, 2))
+    y = jax.random.normal(jax.random.PRNGKey(1), (256, 2)) * 0.5 + jnp.array([1.0, -0.5])
+    v, g = jax.jit(jax.value_and_grad(gan.weak_loss(name, **opts)))(x, y, jax.random.PRNGKey(2))
+    assert float(v) == pytest.approx(value, rel=5e-6)
+    assert float(jnp.sum(g * g)) == pytest.approx(grad_sq, rel=5e-5)
 
 
 def test_energy_gradient_finite_at_coinciding_points():
@@ -224,7 +262,7 @@ def optax_norm(tree):
 
 @pytest.mark.parametrize("name, opts, match", [
     ("wasserstein", {}, "unknown weak loss"),
-    ("mmd", {"bandwidths": -1.0}, "bandwidths"),
+    ("mmd", {"bandwidths": -1.0}, "bandwidth must be positive"),
     ("mmd", {"kernel": "laplace"}, "kernel"),
     ("moments", {"order": 0}, "order"),
     ("sinkhorn", {"epsilon": 0.0}, "epsilon"),
@@ -237,8 +275,10 @@ def test_weak_loss_bad_input(name, opts, match):
 
 
 def test_weak_loss_dimension_mismatch():
-    with pytest.raises(ValueError, match="shape|dimension"):
+    with pytest.raises(ValueError, match="same dimension d"):
         gan.mmd2(jnp.zeros((4, 2)), jnp.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"shape \(n, d\)"):
+        gan.energy_distance(jnp.zeros(4), jnp.zeros((4, 1)))
     g = gan.generator(2, 2, (8,))
     obj = gan.generator_loss(g, gan.weak_loss("energy"))
     with pytest.raises(ValueError, match="dimension"):

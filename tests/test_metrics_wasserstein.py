@@ -118,7 +118,7 @@ def test_sliced_matches_pot_with_the_same_directions():
     x, y = _pair(7, 150, 5)
     key = jax.random.PRNGKey(3)
     with jax.enable_x64(True):
-        theta = jax.random.normal(key, (64, 5), jnp.float64)
+        theta = jax.random.normal(key, (64, 5), jnp.float32).astype(jnp.float64)
         theta = np.asarray(theta / jnp.linalg.norm(theta, axis=1, keepdims=True))
     ref = ot.sliced_wasserstein_distance(x, y, n_projections=64, p=2, projections=theta.T)
     assert sliced_wasserstein(x, y, key, 64) == pytest.approx(float(ref), rel=1e-6)
