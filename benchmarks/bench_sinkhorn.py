@@ -119,6 +119,10 @@ def _best(fn, repeat=2):
     return best, out
 
 
+def _err(value, ref):
+    return "-" if np.isnan(ref) else f"{abs(value - ref) / abs(ref):.1e}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
@@ -136,7 +140,8 @@ def main(argv=None):
             w2sq = gm.wasserstein2_exact(x, y) ** 2
             for rel_eps in (0.05, 0.01) if n <= args.small_eps_max_n else (0.05,):
                 eps = rel_eps * mean_cost
-                ref = pot_divergence(x, y, eps)
+                # POT (NumPy) needs minutes at the small eps; there the exact W2^2 is the reference
+                ref = pot_divergence(x, y, eps) if rel_eps >= 0.05 else float("nan")
                 xj, yj = jnp.asarray(x), jnp.asarray(y)
                 row = dict(n=n, rel_eps=rel_eps, ref=ref, w2sq=w2sq)
                 for name, fn in (("in-house", inhouse_divergence), ("ott-jax", ott_divergence)):
@@ -163,7 +168,7 @@ def main(argv=None):
         (ti, vi), (to, vo) = r["in-house"], r["ott-jax"]
         lines.append(
             f"| {r['n']} | {r['rel_eps']:g} | {ti:.3g} | {to:.3g} | {ti / to:.2f} | "
-            f"{abs(vi - r['ref']) / abs(r['ref']):.1e} | {abs(vo - r['ref']) / abs(r['ref']):.1e} | "
+            f"{_err(vi, r['ref'])} | {_err(vo, r['ref'])} | "
             f"{vi / r['w2sq']:.4f} | {vo / r['w2sq']:.4f} |")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "sinkhorn.md"), "w") as fh:

@@ -228,6 +228,14 @@ def sliced_wasserstein(x: jax.Array, y: jax.Array, key: jax.Array, num_projectio
     return _sliced(key, x, x.shape[0], y, y.shape[0], jnp.asarray(p, x.dtype), num_projections)
 
 
+def check_sinkhorn(epsilon: Any, tol: Any, max_iters: Any) -> None:
+    for name, v in (("epsilon", epsilon), ("tol", tol)):
+        if not isinstance(v, jax.core.Tracer) and not float(v) > 0:
+            raise ValueError(f"{name} must be > 0, got {v!r}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters must be an integer >= 1, got {max_iters!r}")
+
+
 def sinkhorn_divergence(x: jax.Array, y: jax.Array, epsilon: float, *, tol: float = 1e-9,
                         max_iters: int = 2000) -> jax.Array:
     """Debiased Sinkhorn divergence ``S_eps`` with cost ``||x - y||^2`` (squared scale), by ott-jax.
@@ -244,11 +252,7 @@ def sinkhorn_divergence(x: jax.Array, y: jax.Array, epsilon: float, *, tol: floa
     from ott.tools import sinkhorn_divergence as sd
 
     check_pair(x, y)
-    for name, v in (("epsilon", epsilon), ("tol", tol)):
-        if not isinstance(v, jax.core.Tracer) and not float(v) > 0:
-            raise ValueError(f"{name} must be > 0, got {v!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters must be an integer >= 1, got {max_iters!r}")
+    check_sinkhorn(epsilon, tol, max_iters)
     value, _ = sd.sinkhorn_divergence(pointcloud.PointCloud, x, y, epsilon=epsilon,
                                       solve_kwargs={"threshold": tol, "max_iterations": max_iters})
     return value

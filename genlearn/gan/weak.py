@@ -23,7 +23,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from genlearn.distances import check_pair, energy_distance, mmd2, sinkhorn_divergence, sliced_wasserstein
+from genlearn.distances import (check_pair, check_sinkhorn, energy_distance, mmd2, sinkhorn_divergence,
+                                sliced_wasserstein)
 
 __all__ = [
     "WEAK_LOSSES",
@@ -88,8 +89,11 @@ def weak_loss(name: str, **options: Any) -> Callable[[jax.Array, jax.Array, jax.
     if bad:
         raise ValueError(f"weak loss {name!r} takes options {sorted(defaults)}, got {sorted(bad)}")
     options = {**defaults, **options}
-    # validate the options once, eagerly, on a tiny problem
-    jax.eval_shape(lambda: fn(jnp.zeros((2, 1)), jnp.ones((2, 1)), jax.random.PRNGKey(0), **options))
+    # validate the options once, eagerly, on a tiny problem (Sinkhorn: without tracing the solver)
+    if name == "sinkhorn":
+        check_sinkhorn(options["epsilon"], 1e-3, 2000)
+    else:
+        jax.eval_shape(lambda: fn(jnp.zeros((2, 1)), jnp.ones((2, 1)), jax.random.PRNGKey(0), **options))
 
     def loss(x, y, key):
         return fn(x, y, key, **options)

@@ -1,49 +1,24 @@
 """Blocked pairwise computations in float64 JAX.
 
 A full ``(n, m)`` distance matrix at ``n = m = 20,000`` is 3.2 GB in float64;
-the metrics never build it. ``row_reduce`` maps a row-block function over
-``block`` rows of ``a`` at a time (``lax.map``), so the peak memory is
-``block * m`` entries whatever ``n`` is.
+the metrics never build it. ``row_reduce`` (from :mod:`genlearn.distances`)
+maps a row-block function over ``block`` rows of ``a`` at a time
+(``lax.map``), so the peak memory is ``block * m`` entries whatever ``n`` is.
+Rows are padded to a few bucket sizes so that nearby ``n`` share a compilation.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
-import jax.numpy as jnp
+
+from genlearn.distances import row_reduce, sq_dists
+
+__all__ = ["x64", "sq_dists", "row_reduce", "bucket_size", "pad_rows"]
 
 
 def x64():
     """Context in which the metric kernels run: float64 on every backend."""
     return jax.enable_x64(True)
-
-
-def sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``D_ij = ||a_i - b_j||^2`` for ``a (p, d)``, ``b (m, d)``, clipped at 0.
-
-    The expansion ``|a|^2 + |b|^2 - 2 a.b`` is one matmul; in float64 its
-    rounding error (~1e-16 |a|^2) is far below what any metric here resolves.
-    """
-    aa = jnp.sum(a * a, axis=1)
-    bb = jnp.sum(b * b, axis=1)
-    return jnp.maximum(aa[:, None] + bb[None, :] - 2.0 * (a @ b.T), 0.0)
-
-
-def row_reduce(fn: Callable[[jax.Array], jax.Array], a: jax.Array, block: int) -> jax.Array:
-    """``concat([fn(a[i:i+block]) for i in range(0, n, block)])`` via ``lax.map``.
-
-    ``fn`` maps a ``(block, d)`` slab to a ``(block, ...)`` result row by row;
-    the rows padded onto the last slab are dropped from the output. Call it
-    inside ``jax.jit`` with ``block`` static.
-    """
-    n = a.shape[0]
-    block = max(1, min(block, n))
-    nb = -(-n // block)
-    pad = nb * block - n
-    a_pad = jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
-    out = jax.lax.map(fn, a_pad.reshape((nb, block) + a.shape[1:]))
-    return out.reshape((nb * block,) + out.shape[2:])[:n]
 
 
 def bucket_size(n: int) -> int:
