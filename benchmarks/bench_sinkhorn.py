@@ -6,8 +6,9 @@ Writes ``benchmarks/results/sinkhorn.md``. Both solvers compute the debiased
 Sinkhorn divergence ``S_eps = OT_eps(x,y) - OT_eps(x,x)/2 - OT_eps(y,y)/2``
 (squared-Euclidean cost, uniform weights) in float64, jitted, on CPU, stopping
 at the same L1 marginal tolerance. Reference: POT's
-``ot.sinkhorn`` plans run to ``1e-10`` (``pot_divergence``); also the exact
-``W2^2`` (``S_eps -> W2^2`` as ``eps -> 0``). Times are the best of 2 calls
+``ot.sinkhorn`` plans run to ``1e-10`` (``pot_divergence``; at n = 500 and
+the larger eps, since NumPy needs minutes beyond); everywhere the exact
+``W2^2`` (``S_eps -> W2^2`` as ``eps -> 0``) and the two solvers' agreement. Times are the best of 2 calls
 after a compiling call.
 
 The in-house solver (log-domain Sinkhorn in a ``lax.while_loop``, averaged
@@ -140,8 +141,8 @@ def main(argv=None):
             w2sq = gm.wasserstein2_exact(x, y) ** 2
             for rel_eps in (0.05, 0.01) if n <= args.small_eps_max_n else (0.05,):
                 eps = rel_eps * mean_cost
-                # POT (NumPy) needs minutes at the small eps; there the exact W2^2 is the reference
-                ref = pot_divergence(x, y, eps) if rel_eps >= 0.05 else float("nan")
+                # POT (NumPy) needs minutes at the small eps or n = 2000; there the exact W2^2 is the reference
+                ref = pot_divergence(x, y, eps) if rel_eps >= 0.05 and n <= 500 else float("nan")
                 xj, yj = jnp.asarray(x), jnp.asarray(y)
                 row = dict(n=n, rel_eps=rel_eps, ref=ref, w2sq=w2sq)
                 for name, fn in (("in-house", inhouse_divergence), ("ott-jax", ott_divergence)):
@@ -156,7 +157,8 @@ def main(argv=None):
         f"({os.cpu_count()} cores visible, shared), jax {jax.__version__}, float64, tol {args.tol:g} "
         "(L1 marginal error), 2-D Gaussians `x ~ N(0, I)`, `y ~ 1.3 N(0, I) + 0.4`, both sets n points.",
         "eps is relative to the mean squared distance. `rel err` is against S_eps from POT's `ot.sinkhorn` plans",
-        "(stabilised, to 1e-10; `OT_eps = <P, C> + eps KL(P | ab^T)` per term); `vs W2^2` is the ratio to the exact",
+        "(stabilised, to 1e-10; `OT_eps = <P, C> + eps KL(P | ab^T)` per term; n = 500, eps = 0.05 only, POT needs",
+        "minutes beyond); `vs W2^2` is the ratio to the exact",
         "`wasserstein2_exact(x, y)**2`.",
         "Times: best of 2 after compilation. `speed ratio` = in-house time / ott-jax time (> 1: ott-jax faster).",
         "",
@@ -170,6 +172,14 @@ def main(argv=None):
             f"| {r['n']} | {r['rel_eps']:g} | {ti:.3g} | {to:.3g} | {ti / to:.2f} | "
             f"{_err(vi, r['ref'])} | {_err(vo, r['ref'])} | "
             f"{vi / r['w2sq']:.4f} | {vo / r['w2sq']:.4f} |")
+    lines += [
+        "",
+        "Decision (issue 14): keep ott-jax. Both solvers give the same S_eps (they agree to ~1e-11, and to POT to",
+        "~2e-9); the in-house loop is 10-30% faster here, but its `lax.while_loop` cannot be differentiated in",
+        "reverse mode, so it could never serve the GAN weak loss, which needs ott-jax's implicit differentiation.",
+        "Keeping the in-house loop would mean two Sinkhorns; ott-jax is now a runtime dependency and",
+        "`genlearn.distances.sinkhorn_divergence` is the one solver behind `gl.gan` and `gl.metrics`.",
+    ]
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "sinkhorn.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
