@@ -1,4 +1,4 @@
-"""Tests for genlearn.train: fit, train_step, minibatch schedule, checkpoints."""
+"""Tests for genlearn.train: the driver (through fit and every trainer), train_step, minibatches, checkpoints."""
 
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ from genlearn.train.checkpoint import _open_manager, _save_state
 # ---------------------------------------------------------------------------
 
 
-def mean_loss(params, batch):
+def mean_loss(params, batch, key=None):
     """Quadratic loss whose minimiser is the row mean."""
     return jnp.mean(jnp.sum((batch - params["m"]) ** 2, axis=1))
 
 
-def regression_loss(params, batch):
+def regression_loss(params, batch, key=None):
     """Least squares of the last column on the others."""
     x, y = batch[:, :-1], batch[:, -1]
     return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
@@ -161,7 +161,7 @@ def test_fit_draws_the_rows_of_minibatch_indices():
     n, batch_size, steps = 7, 3, 3  # 2 steps per epoch, one row dropped
     data = np.eye(n, dtype=np.float32)
     result = fit(
-        lambda p, batch: jnp.sum(batch @ p), jnp.zeros(n), data,
+        lambda p, batch, key: jnp.sum(batch @ p), jnp.zeros(n), data,
         optimizer=optax.sgd(1.0), steps=steps, batch_size=batch_size, key=KEY,
         eval_every=2, progress=False,
     )
@@ -221,16 +221,14 @@ def test_loss_with_key_gets_a_new_key_each_step_and_a_fixed_eval_key():
     np.testing.assert_allclose(result.history["val_loss"], float(jax.random.uniform(val_key)), rtol=1e-6)
 
 
-def test_loss_without_key_parameter_is_called_without_key():
-    calls = []
-
-    def loss(params, batch):  # no `key`: fit must not pass one
-        calls.append(1)
+def test_loss_without_key_parameter_is_a_clear_error():
+    def loss(params, batch):  # no key: losses always take (params, batch, key)
         return jnp.sum(params**2)
 
-    result = fit(loss, jnp.ones(2), np.ones((4, 2)), optimizer=optax.sgd(0.1),
-                 steps=3, batch_size=2, key=KEY, progress=False)
-    assert calls and result.step == 3
+    with pytest.raises(ValueError, match=r"the loss could not be traced: .*takes 2 positional arguments.*"
+                                         r"loss\(params, batch, key\) \(take the key even if you do not use it\)"):
+        fit(loss, jnp.ones(2), np.ones((4, 2)), optimizer=optax.sgd(0.1), steps=3, batch_size=2, key=KEY,
+            progress=False)
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +259,7 @@ def test_nan_steps_are_rejected_and_params_unchanged(capsys):
 
 
 def test_stops_after_max_nonfinite_consecutive_rejections():
-    def loss(params, batch):
+    def loss(params, batch, key):
         return jnp.where(params["c"] >= 5.0, jnp.nan, -params["c"])
 
     with pytest.warns(RuntimeWarning, match=r"at step\(s\) \[5, 6, 7\]"):
@@ -280,12 +278,12 @@ def test_train_step_rejects_nonfinite_gradients_and_params():
     params = {"c": jnp.zeros(())}
     opt_state = optimizer.init(params)
     # Finite loss, infinite gradient.
-    step = train_step(lambda p, b: jnp.sqrt(p["c"]), optimizer)
+    step = train_step(lambda p, b, k: jnp.sqrt(p["c"]), optimizer)
     new_params, new_state, loss, finite = jax.jit(step)(params, opt_state, None, None)
     assert float(loss) == 0.0 and not bool(finite)
     tree_equal(new_params, params)
     # Finite loss and gradient, overflowing update.
-    big = train_step(lambda p, b: -3e38 * p["c"], optax.sgd(10.0))
+    big = train_step(lambda p, b, k: -3e38 * p["c"], optax.sgd(10.0))
     new_params, _, _, finite = jax.jit(big)({"c": jnp.float32(3e38)}, opt_state, None, None)
     assert not bool(finite) and float(new_params["c"]) == np.float32(3e38)
     # A good step is accepted.
@@ -298,8 +296,8 @@ def test_nonfinite_params_are_never_checkpointed(tmp_path):
     manager = _open_manager(str(tmp_path / "ck"), 3)
     try:
         with pytest.raises(FloatingPointError, match="non-finite"):
-            _save_state(manager, 1, {"params": {"w": jnp.array([1.0, jnp.nan])}},
-                        finite_keys=("params",))
+            params = {"w": jnp.array([1.0, jnp.nan])}
+            _save_state(manager, 1, {"params": params}, {"params": params})
     finally:
         manager.close()
     assert step_dirs(tmp_path / "ck") == []
@@ -569,4 +567,4 @@ def test_bad_params_and_loss_raise():
     with pytest.raises(ValueError, match="initial params contain NaN or inf"):
         fit(mean_loss, {"m": jnp.array([0.0, jnp.nan])}, np.zeros((20, 2)), **GOOD)
     with pytest.raises(ValueError, match="loss_fn must return a scalar"):
-        fit(lambda p, b: b - p["m"], {"m": jnp.zeros(2)}, np.zeros((20, 2)), **GOOD)
+        fit(lambda p, b, k: b - p["m"], {"m": jnp.zeros(2)}, np.zeros((20, 2)), **GOOD)

@@ -195,7 +195,7 @@ def _traced(fn, what, *args):
 def _check_trainer(trainer, state, batch, key):
     """The validation loss is a scalar; ``step`` returns ``(state, info)`` with
     ``info.loss`` and ``info.nonfinite``. Returns the info's abstract value."""
-    if not isinstance(trainer, Trainer):
+    if not all(callable(getattr(trainer, f, None)) for f in ("init", "step", "params")):
         raise ValueError(f"trainer must be a genlearn.train.Trainer, got {type(trainer).__name__}")
     if trainer.loss is not None:
         aval = _traced(trainer.loss, "the loss", trainer.params(state), batch, key)
