@@ -568,3 +568,79 @@ def test_bad_params_and_loss_raise():
         fit(mean_loss, {"m": jnp.array([0.0, jnp.nan])}, np.zeros((20, 2)), **GOOD)
     with pytest.raises(ValueError, match="loss_fn must return a scalar"):
         fit(lambda p, b, k: b - p["m"], {"m": jnp.zeros(2)}, np.zeros((20, 2)), **GOOD)
+
+
+# ---------------------------------------------------------------------------
+# Every trainer kind through the one driver.
+# ---------------------------------------------------------------------------
+
+
+def _trainers():
+    from genlearn import energy, gan
+    from genlearn.flows import realnvp
+    from genlearn.losses import nll
+    from genlearn.train import gradient_trainer
+
+    flow, ebm = realnvp(2, num_layers=1, hidden=(8,)), energy.mlp_energy(2, (8,))
+    gen = gan.generator(2, 2, (8,))
+    opt = optax.adam(1e-2)
+    return {
+        "mle": (gradient_trainer(nll(flow), opt), flow.init(jax.random.key(0))),
+        "cd": (gradient_trainer(energy.contrastive_divergence(ebm, k=2), opt), ebm.init(jax.random.key(0))),
+        "dsm": (gradient_trainer(energy.denoising_score_matching(ebm, 0.1), opt), ebm.init(jax.random.key(0))),
+        "pcd": (energy.persistent_contrastive_divergence(ebm, opt, buffer_size=32, k=2), ebm.init(jax.random.key(0))),
+        "minmax": (gan.minmax(gen, gan.critic(2, (8,)), gan.objective("wgan-gp"), generator_optimizer=opt,
+                              critic_optimizer=opt, critic_steps=3, batch_size=8), None),
+        "weak": (gan.weak_generator(gen, gan.weak_loss("mmd"), optimizer=opt, batch_size=8), None),
+    }
+
+
+@pytest.mark.parametrize("kind", ["mle", "cd", "dsm", "pcd", "minmax", "weak"])
+def test_every_trainer_resumes_bit_identically(kind, tmp_path):
+    from genlearn.train import run_trainer
+
+    trainer, params = _trainers()[kind]
+    data = np.asarray(jax.random.normal(jax.random.key(1), (60, 2)), np.float32)
+    kwargs = dict(batch_size=8, key=jax.random.key(2), val_fraction=0.2, eval_every=2, progress=False)
+    straight = run_trainer(trainer, params, data, steps=6, **kwargs)
+    directory = tmp_path / "ck"
+    first = run_trainer(trainer, params, data, steps=4, checkpoint_dir=directory, checkpoint_every=2, **kwargs)
+    resumed = run_trainer(trainer, params, data, steps=6, checkpoint_dir=directory, checkpoint_every=2,
+                          resume=True, **kwargs)
+    assert first.step == 4 and straight.step == resumed.step == 6
+    assert straight.stop_reason == resumed.stop_reason == "steps"
+    tree_equal(resumed.state, straight.state)
+    tree_equal(resumed.params, straight.params)
+    history_equal(resumed.history, straight.history)
+    assert (resumed.best_step, resumed.best_val_loss) == (straight.best_step, straight.best_val_loss)
+    assert np.isfinite(straight.history["train_loss"]).all() and not straight.history["nonfinite"].any()
+    # validation only for trainers with a loss (the gradient ones)
+    assert (straight.best_step is None) == (trainer.loss is None)
+    moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+        lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(), straight.params, trainer.params(
+            trainer.init(jax.random.fold_in(jax.random.key(2), 4), params))))
+    assert max(moved) > 0  # training did something
+
+
+def test_driver_rejects_a_step_without_the_info_protocol():
+    from genlearn.train import Trainer, run_trainer
+
+    bad = Trainer(lambda key, p: p, lambda s, b, k: (s, {"loss": 0.0}), lambda s: s)
+    with pytest.raises(ValueError, match=r"info.loss and info.nonfinite"):
+        run_trainer(bad, jnp.zeros(2), np.zeros((8, 2)), steps=1, batch_size=2, key=KEY, progress=False)
+    with pytest.raises(ValueError, match="trainer must be a genlearn.train.Trainer"):
+        run_trainer(object(), jnp.zeros(2), np.zeros((8, 2)), steps=1, batch_size=2, key=KEY, progress=False)
+
+
+def test_all_finite_and_guarded_update():
+    from genlearn.train import all_finite, guarded_update
+
+    assert bool(all_finite({"a": jnp.ones(2), "i": jnp.arange(3)}, None))
+    assert not bool(all_finite({"a": jnp.array([1.0, jnp.inf])}))
+    opt = optax.sgd(1.0)
+    params = {"c": jnp.ones(())}
+    kept, state, ok = guarded_update(opt, jnp.float32(1.0), {"c": jnp.float32(jnp.nan)}, params, opt.init(params))
+    assert not bool(ok) and float(kept["c"]) == 1.0
+    new, _, ok = guarded_update(opt, jnp.float32(1.0), {"c": jnp.float32(2.0)}, params, opt.init(params),
+                                project=lambda p: {"c": jnp.clip(p["c"], -0.5, 0.5)})
+    assert bool(ok) and float(new["c"]) == -0.5

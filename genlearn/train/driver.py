@@ -195,8 +195,6 @@ def _traced(fn, what, *args):
 def _check_trainer(trainer, state, batch, key):
     """The validation loss is a scalar; ``step`` returns ``(state, info)`` with
     ``info.loss`` and ``info.nonfinite``. Returns the info's abstract value."""
-    if not all(callable(getattr(trainer, f, None)) for f in ("init", "step", "params")):
-        raise ValueError(f"trainer must be a genlearn.train.Trainer, got {type(trainer).__name__}")
     if trainer.loss is not None:
         aval = _traced(trainer.loss, "the loss", trainer.params(state), batch, key)
         if getattr(aval, "shape", None) != ():
@@ -510,6 +508,8 @@ def run_trainer(
         of another structure (a different architecture or optimiser).
     """
     start_time = time.perf_counter()
+    if not all(callable(getattr(trainer, f, None)) for f in ("init", "step", "params")):
+        raise ValueError(f"trainer must be a genlearn.train.Trainer, got {type(trainer).__name__}")
     steps = _check_int("steps", steps, 0)
     batch_size = _check_int("batch_size", batch_size, 1)
     eval_every = _check_int("eval_every", eval_every, 1)
@@ -517,7 +517,7 @@ def run_trainer(
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1, allow_none=True)
     keep_checkpoints = _check_int("keep_checkpoints", keep_checkpoints, 1, allow_none=True)
     max_nonfinite = _check_int("max_nonfinite", max_nonfinite, 1, allow_none=True)
-    per_step = _check_int("trainer.batches_per_step", getattr(trainer, "batches_per_step", 1), 1)
+    per_step = _check_int("trainer.batches_per_step", trainer.batches_per_step, 1)
     if val_data is not None and val_fraction:
         raise ValueError("pass either val_data or val_fraction > 0, not both")
     if resume and checkpoint_dir is None:
