@@ -105,15 +105,15 @@ def data_parallel_step(
       axis_name: mesh axis the rows are split over (default: all axes).
 
     Returns:
-      ``step(params, opt_state, batch, key=None) -> (params, opt_state, loss)``
-      (``key=None`` for a loss that ignores its key); ``loss`` is the global
+      ``step(params, opt_state, batch, key) -> (params, opt_state, loss)``
+      (``key`` may be None for a loss that ignores it); ``loss`` is the global
       minibatch loss at the incoming params, NaN when the update was rejected
       as non-finite (params and state then unchanged).
     """
     _check_optimizer(optimizer)
     inner = train_step(loss_fn, optimizer)
 
-    def step(params, opt_state, batch, key=None):
+    def step(params, opt_state, batch, key):
         params, opt_state, loss, finite = inner(params, opt_state, batch, key)
         return params, opt_state, jnp.where(finite, loss, jnp.nan)
 
@@ -140,7 +140,7 @@ def pmap_step(
     ``key=None`` is passed through unchanged (for a loss that ignores its key).
 
     Returns:
-      ``step(params, opt_state, batch, key=None) -> (params, opt_state, loss)``,
+      ``step(params, opt_state, batch, key) -> (params, opt_state, loss)``,
       jitted, with the same non-finite guard as `data_parallel_step`.
     """
     _check_mesh(mesh)
@@ -156,6 +156,5 @@ def pmap_step(
         params, opt_state, finite = guarded_update(optimizer, loss, grads, params, opt_state)
         return params, opt_state, jnp.where(finite, loss, jnp.nan)
 
-    mapped = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec, P()),
-                                   out_specs=(P(), P(), P())))
-    return lambda params, opt_state, batch, key=None: mapped(params, opt_state, batch, key)
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec, P()),
+                                 out_specs=(P(), P(), P())))
