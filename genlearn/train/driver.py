@@ -268,32 +268,23 @@ def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh
 # ---------------------------------------------------------------------------
 
 
-def _empty(dtype, n):
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.inexact):
-        return np.full(n, np.nan, np.float64)
-    return np.zeros(n, dtype)
-
-
 def _ensure(history: dict, names, needed: int) -> dict:
     """Grow (by doubling) the arrays ``names`` of ``history`` to length >= ``needed``."""
     out = dict(history)
     for name in names:
-        old = history[name]
+        old = out[name]
         if old.shape[0] < needed:
-            fill = -1 if name == "val_step" else None
-            new = np.full(max(needed, 2 * old.shape[0]), fill, old.dtype) if fill is not None \
-                else _empty(old.dtype, max(needed, 2 * old.shape[0]))
-            new[: old.shape[0]] = old
-            out[name] = new
+            out[name] = np.concatenate([old, np.zeros(max(needed, 2 * old.shape[0]) - old.shape[0], old.dtype)])
     return out
 
 
 def _initial_state(trainer_state, keys, info, has_val, best_params, steps, eval_every) -> FitState:
-    names = {"train_loss" if f == "loss" else f: getattr(info, f).dtype for f in info._fields}
-    history = {name: _empty(dtype, max(1, min(steps, 1 << 16))) for name, dtype in names.items()}
-    n_evals = max(1, min(steps // eval_every + 1, 1 << 12))
-    history.update(val_step=np.full(n_evals, -1, np.int64), val_loss=np.full(n_evals, np.nan, np.float64))
+    """History arrays for ``steps`` steps (at most 2^16 at first; they grow) and their evaluations."""
+    n, n_evals = max(1, min(steps, 1 << 16)), max(1, min(steps // eval_every + 1, 1 << 12))
+    history = {"train_loss" if f == "loss" else f: np.zeros(n, np.result_type(getattr(info, f).dtype, np.float64)
+                                                             if jnp.issubdtype(getattr(info, f).dtype, jnp.inexact)
+                                                             else getattr(info, f).dtype) for f in info._fields}
+    history.update(val_step=np.zeros(n_evals, np.int64), val_loss=np.zeros(n_evals, np.float64))
     return FitState(trainer_state, 0, keys, best_params if has_val else None, float("inf"), 0, 0, 0, 0, history)
 
 
@@ -381,7 +372,7 @@ def _restore(manager, fs: FitState) -> Optional[FitState]:
     return s._replace(step=int(s.step), keys=np.asarray(s.keys), best_val_loss=float(s.best_val_loss),
                       best_step=int(s.best_step), bad_evals=int(s.bad_evals),
                       consecutive_nonfinite=int(s.consecutive_nonfinite), num_evals=int(s.num_evals),
-                      history={name: np.asarray(v) for name, v in s.history.items()})
+                      history={name: np.array(v) for name, v in s.history.items()})
 
 
 # ---------------------------------------------------------------------------
