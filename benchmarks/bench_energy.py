@@ -132,8 +132,8 @@ def training() -> dict:
     for sampler in ("langevin", "mala_jump"):
         trainer = persistent_contrastive_divergence(model, optax.adam(1e-3, b1=0.5), k=10, step_size=5e-3,
                                                     sampler=sampler, proposal_bandwidth=0.07)
-        state = trainer.init(params, jax.random.PRNGKey(3))
-        run = jax.jit(lambda st, keys, xs: jax.lax.scan(lambda s, a: trainer.step(a[0], s, a[1]), st, (keys, xs))[0])
+        state = trainer.init(jax.random.PRNGKey(3), params)
+        run = jax.jit(lambda st, keys, xs: jax.lax.scan(lambda s, a: trainer.step(s, a[1], a[0]), st, (keys, xs))[0])
         keys, xs = jax.random.split(jax.random.PRNGKey(4), n), batches(jax.random.PRNGKey(5))
         t = _time(lambda: run(state, keys, xs).params)  # noqa: B023
         rows[f"PCD k=10 {sampler}"] = {"updates_per_s": n / np.median(t), "batch": 256}

@@ -4,7 +4,7 @@ The fused ``MinMax.step`` runs the m critic steps as a ``lax.scan`` and the
 generator step inside one compiled function; the separate version jits
 ``critic_update`` and ``generator_update`` and calls them from Python
 (m + 1 dispatches per step, the usual PyTorch-style loop). A third variant
-runs ``chunk`` fused steps per call in a ``lax.scan`` (what ``train_gan`` does).
+runs the fused steps in one ``lax.scan`` (what ``genlearn.train.run_trainer`` does).
 
 Writes benchmarks/results/bench_gan.{json,md}.
 
@@ -41,6 +41,8 @@ def bench(loss, m, hidden, batch, steps, repeats, data):
     algo = build(loss, m, hidden, batch)
     state0 = algo.init(jax.random.PRNGKey(0))
     keys = jax.random.split(jax.random.PRNGKey(1), steps)
+    real = data[: m * batch]  # m critic batches; the step's cost does not depend on which rows
+    reals = real.reshape(m, batch, real.shape[1])
 
     fused = jax.jit(algo.step)
     crit = jax.jit(algo.critic_update)
@@ -48,18 +50,18 @@ def bench(loss, m, hidden, batch, steps, repeats, data):
 
     def run_fused(state):
         for k in keys:
-            state, _ = fused(k, state, data)
+            state, _ = fused(state, real, k)
         return state
 
     def run_separate(state):
         for k in keys:
             k_c, k_g = jax.random.split(k)
-            for kc in jax.random.split(k_c, m):
-                state, _ = crit(kc, state, data)
-            state, _ = genu(k_g, state, data)
+            for real, kc in zip(reals, jax.random.split(k_c, m)):
+                state, _ = crit(state, real, kc)
+            state, _ = genu(state, reals[-1], k_g)
         return state
 
-    scan = jax.jit(lambda s: jax.lax.scan(lambda s, k: algo.step(k, s, data), s, keys))
+    scan = jax.jit(lambda s: jax.lax.scan(lambda s, k: algo.step(s, real, k), s, keys))
 
     def run_scan(state):
         return scan(state)[0]

@@ -154,7 +154,7 @@ def main():
         for seed, run in enumerate(runs):
             rows.append(_row("ring8", "wgan-gp", seed, run, (time.time() - t) / len(runs)))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "config"}), flush=True)
-        ok = all(r["stop_reason"] == "completed" and r["rejected_updates"] == 0 and np.isfinite(r["max_abs_distance"])
+        ok = all(r["stop_reason"] == "steps" and r["rejected_updates"] == 0 and np.isfinite(r["max_abs_distance"])
                  for r in rows)
         with open(os.path.join(RESULTS, "gan_stability.json"), "w") as fh:
             json.dump({"all_finite_no_divergence": ok, "rows": rows}, fh, indent=2)

@@ -31,7 +31,7 @@ def nll(
 ) -> Callable:
     """Negative log-likelihood loss for any model with ``log_prob(params, x) -> (n,)``.
 
-    loss(params, batch) = -(1/B) sum_i log p_theta(x_i) + weight_decay * R(theta)
+    loss(params, batch, key) = -(1/B) sum_i log p_theta(x_i) + weight_decay * R(theta)
 
     Args:
       model: anything exposing ``log_prob(params, x)`` for a batch (a Flow, a
@@ -39,15 +39,15 @@ def nll(
       weight_decay: lambda >= 0 in front of the regulariser.
       regularizer: R(theta); defaults to :func:`l2_penalty`.
       dequantize: optional ``(key, batch) -> batch`` applied first (e.g.
-        ``genlearn.data.uniform_dequantize``); then the loss takes a ``key``
-        argument, drawing fresh noise each call.
+        ``genlearn.data.uniform_dequantize``), drawing fresh noise from the
+        loss's key each call.
       context_dim: for a conditional model p(x | c): each batch row is
         ``[x, c]`` with the context in its last ``context_dim`` columns (so the
         data stay one array for :func:`genlearn.train.fit`); the loss is
         -(1/B) sum_i log p(x_i | c_i). Dequantisation applies to x only.
 
     Returns:
-      ``loss(params, batch)``, or ``loss(params, batch, key)`` when ``dequantize`` is given.
+      ``loss(params, batch, key=None)`` (the key is used only by ``dequantize``).
     """
     if not weight_decay >= 0:
         raise ValueError(f"nll: weight_decay must be >= 0, got {weight_decay}")
@@ -56,31 +56,12 @@ def nll(
     model_cdim = getattr(model, "context_dim", 0)
     if context_dim != model_cdim:
         raise ValueError(f"nll: context_dim={context_dim} but the model has context_dim={model_cdim}")
-    if context_dim == 0:
-        log_prob = model.log_prob
-        split = lambda batch: (batch, None)  # noqa: E731
-    else:
 
-        def log_prob(params, batch):
-            return model.log_prob(params, batch[:, :-context_dim], batch[:, -context_dim:])
+    def loss(params, batch, key=None):
+        x, c = (batch, ()) if context_dim == 0 else (batch[:, :-context_dim], (batch[:, -context_dim:],))
+        if dequantize is not None:
+            x = dequantize(key, x)
+        lp = model.log_prob(params, x, *c)
+        return -jnp.mean(lp) + (weight_decay * regularizer(params) if weight_decay > 0 else 0.0)
 
-        def split(batch):
-            return batch[:, :-context_dim], batch[:, -context_dim:]
-
-    def _reg(params):
-        return weight_decay * regularizer(params) if weight_decay > 0 else 0.0
-
-    if dequantize is None:
-
-        def loss(params, batch):
-            return -jnp.mean(log_prob(params, batch)) + _reg(params)
-
-        return loss
-
-    def loss_with_key(params, batch, key):
-        x, c = split(batch)
-        x = dequantize(key, x)
-        lp = model.log_prob(params, x) if c is None else model.log_prob(params, x, c)
-        return -jnp.mean(lp) + _reg(params)
-
-    return loss_with_key
+    return loss

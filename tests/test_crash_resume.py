@@ -121,7 +121,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def linear_loss(params, batch):
+def linear_loss(params, batch, key):
     return jnp.mean((batch @ params["w"] + params["b"]) ** 2)
 
 

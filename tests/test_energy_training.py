@@ -1,7 +1,6 @@
 """Z-free training: CD, PCD, DSM and SSM each lower the held-out NLL (exact by 2-D quadrature); NaN guards."""
 
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -65,11 +64,12 @@ def test_losses_through_train_fit_lower_the_heldout_nll(name, loss, slack):
 def test_pcd_with_replay_buffer_lowers_the_heldout_nll_and_reports_info():
     trainer = persistent_contrastive_divergence(MODEL, optax.adam(3e-3, b1=0.5), buffer_size=1000, k=10,
                                                 step_size=0.02, sampler="mala")
-    state = trainer.init(PARAMS0, jax.random.PRNGKey(4))
-    assert state.buffer.positions.shape == (1000, 2)
-    state, hist = fit_pcd(trainer, state, TRAIN, key=jax.random.PRNGKey(5), steps=300, batch_size=128, chunk=150)
-    assert int(state.step) == 300 and hist["loss"].shape == (300,)
-    assert hist["accepted"].all() and np.all(hist["divergence_rate"] == 0)
+    assert trainer.init(jax.random.PRNGKey(4), PARAMS0).buffer.positions.shape == (1000, 2)
+    res = fit_pcd(trainer, PARAMS0, TRAIN, key=jax.random.PRNGKey(5), steps=300, batch_size=128, chunk=150)
+    state, hist = res.state, res.history
+    assert int(state.step) == 300 and hist["train_loss"].shape == (300,) and res.stop_reason == "steps"
+    assert not hist["nonfinite"].any() and np.all(hist["divergence_rate"] == 0)
+    assert set(hist) >= {"energy_data", "energy_samples"}
     # the buffer holds model samples: their mean approaches the data mean
     np.testing.assert_allclose(jnp.mean(state.buffer.positions, 0), MEAN, atol=0.3)
     _check_learned(state.params, 0.3)
@@ -79,15 +79,16 @@ def test_pcd_rejects_non_finite_updates_and_stops():
     # log of a negative parameter: every loss is NaN
     bad = from_function(lambda p, x: jnp.sum(x**2) + jnp.log(p["b"]), 2, init=lambda k: {"b": -jnp.ones(())})
     trainer = persistent_contrastive_divergence(bad, optax.sgd(0.1), buffer_size=64, k=2)
-    state = trainer.init(bad.init(None), jax.random.PRNGKey(0))
-    new, info = jax.jit(trainer.step)(jax.random.PRNGKey(1), state, TRAIN[:16])
-    assert not bool(info.accepted)
+    state = trainer.init(jax.random.PRNGKey(0), bad.init(None))
+    new, info = jax.jit(trainer.step)(state, TRAIN[:16], jax.random.PRNGKey(1))
+    assert bool(info.nonfinite)
     np.testing.assert_array_equal(new.params["b"], state.params["b"])  # params kept
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(FloatingPointError, match="consecutive non-finite"):
-            fit_pcd(trainer, state, TRAIN, key=jax.random.PRNGKey(2), steps=10, batch_size=16, chunk=5,
-                    max_nonfinite=3)
+    # the driver stops on info.nonfinite (a non-gradient trainer), keeping the last good params
+    with pytest.warns(RuntimeWarning, match=r"PCD: rejected 3 non-finite update\(s\) at step\(s\) \[0, 1, 2\]"):
+        res = fit_pcd(trainer, bad.init(None), TRAIN, key=jax.random.PRNGKey(2), steps=10, batch_size=16, chunk=5,
+                      max_nonfinite=3)
+    assert res.stop_reason == "nonfinite" and res.step == 3 and np.isnan(res.history["train_loss"]).all()
+    np.testing.assert_array_equal(res.params["b"], -1.0)
 
 
 def test_diverging_negatives_are_reported_in_info_not_trained_on():
@@ -96,10 +97,10 @@ def test_diverging_negatives_are_reported_in_info_not_trained_on():
                           init=lambda k: {"a": jnp.ones(())})
     trainer = persistent_contrastive_divergence(nanny, optax.sgd(1e-3), buffer_size=256, k=5, step_size=0.5,
                                                 init_range=2.4)
-    state = trainer.init(nanny.init(None), jax.random.PRNGKey(0))
-    new, info = jax.jit(trainer.step)(jax.random.PRNGKey(1), state, TRAIN[:128] * 0.1)
+    state = trainer.init(jax.random.PRNGKey(0), nanny.init(None))
+    new, info = jax.jit(trainer.step)(state, TRAIN[:128] * 0.1, jax.random.PRNGKey(1))
     assert float(info.divergence_rate) > 0
-    assert bool(info.accepted) and np.isfinite(float(info.loss))
+    assert not bool(info.nonfinite) and np.isfinite(float(info.loss))
     assert np.all(np.isfinite(np.asarray(new.buffer.positions)))
 
 
@@ -122,21 +123,21 @@ def test_bad_hyperparameters_raise_clearly(call, message):
 
 def test_fit_pcd_bad_data_and_steps():
     trainer = persistent_contrastive_divergence(MODEL, optax.sgd(0.1), buffer_size=64, k=1)
-    state = trainer.init(PARAMS0, jax.random.PRNGKey(0))
+    state = trainer.init(jax.random.PRNGKey(0), PARAMS0)
     with pytest.raises(ValueError, match="NaN"):
-        fit_pcd(trainer, state, TRAIN.at[0, 0].set(jnp.nan), key=jax.random.PRNGKey(0), steps=1)
-    with pytest.raises(ValueError, match="steps must be a non-negative integer"):
-        fit_pcd(trainer, state, TRAIN, key=jax.random.PRNGKey(0), steps=-1)
+        fit_pcd(trainer, PARAMS0, TRAIN.at[0, 0].set(jnp.nan), key=jax.random.PRNGKey(0), steps=1)
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        fit_pcd(trainer, PARAMS0, TRAIN, key=jax.random.PRNGKey(0), steps=-1)
     with pytest.raises(ValueError, match=r"batch must have shape \(b, 2\)"):
-        trainer.step(jax.random.PRNGKey(0), state, jnp.zeros((8, 3)))
+        trainer.step(state, jnp.zeros((8, 3)), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="max_seconds"):
-        fit_pcd(trainer, state, TRAIN, key=jax.random.PRNGKey(0), steps=1, max_seconds=0)
+        fit_pcd(trainer, PARAMS0, TRAIN, key=jax.random.PRNGKey(0), steps=1, max_seconds=0)
 
 
 def test_fit_pcd_stops_on_the_clock_at_a_chunk_boundary():
     trainer = persistent_contrastive_divergence(MODEL, optax.sgd(1e-3), buffer_size=64, k=1)
-    state = trainer.init(PARAMS0, jax.random.PRNGKey(0))
-    state, hist = fit_pcd(trainer, state, TRAIN, key=jax.random.PRNGKey(1), steps=10**7, batch_size=16, chunk=7,
-                          max_seconds=0.3)
-    done = hist["loss"].shape[0]
-    assert 7 <= done < 10**7 and done % 7 == 0 and int(state.step) == done
+    res = fit_pcd(trainer, PARAMS0, TRAIN, key=jax.random.PRNGKey(1), steps=10**7, batch_size=16, chunk=7,
+                  max_seconds=0.3)
+    done = res.history["train_loss"].shape[0]
+    assert 7 <= done < 10**7 and done % 7 == 0 and int(res.state.step) == done == res.step
+    assert res.stop_reason == "time"

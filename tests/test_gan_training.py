@@ -44,7 +44,8 @@ def test_adversarial_objectives_move_the_generator_towards_the_data(name):
     res = gan.train_gan(algo, state, DATA_1D, steps=200, key=jax.random.PRNGKey(2), chunk=200, progress=False)
     mu = float(res.state.generator["mu"][0])
     assert abs(mu - 2.0) < 0.5, (name, mu)  # started at distance 2
-    assert res.stop_reason == "completed" and not res.history["nonfinite"].any()
+    assert res.stop_reason == "steps" and not res.history["nonfinite"].any()
+    np.testing.assert_array_equal(res.history["train_loss"], res.history["distance"])
     # the critic's distance estimate is a progress monitor: it shrinks as the generator arrives
     d = res.history["distance"]
     assert np.mean(d[:10]) > np.mean(d[-20:]), name
@@ -64,13 +65,14 @@ def test_fused_step_equals_separate_critic_and_generator_updates():
     algo, data = _ring_setup(m=3, ema=0.9, name="hinge")  # spectral-norm state threads through the scan
     state = algo.init(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(4)
-    fused, info = jax.jit(algo.step)(key, state, data)
+    batch = data[: 3 * 64]
+    fused, info = jax.jit(algo.step)(state, batch, key)
     k_c, k_g = jax.random.split(key)
     s = state
     critic_update, generator_update = jax.jit(algo.critic_update), jax.jit(algo.generator_update)
-    for k in jax.random.split(k_c, 3):  # the halves as separate jitted calls (the benchmark's baseline)
-        s, cinfo = critic_update(k, s, data)
-    s, ginfo = generator_update(k_g, s, data)
+    for i, k in enumerate(jax.random.split(k_c, 3)):  # the halves as separate jitted calls (the benchmark's baseline)
+        s, cinfo = critic_update(s, batch[64 * i: 64 * (i + 1)], k)
+    s, ginfo = generator_update(s, batch[-64:], k_g)
     for a, b in zip(jax.tree_util.tree_leaves(fused), jax.tree_util.tree_leaves(s)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert float(info.distance) == pytest.approx(float(cinfo.distance), rel=1e-5)
@@ -86,14 +88,16 @@ def test_nonfinite_updates_are_rejected():
     bad = gan.minmax(gan.generator(2, 2, (32, 32)), gan.critic(2, (32, 32)), gan.objective("ns"),
                      generator_optimizer=optax.adam(1e-3), critic_optimizer=optax.scale(jnp.nan),
                      critic_steps=1, batch_size=64)
-    new, info = jax.jit(bad.step)(jax.random.PRNGKey(1), state, data)
+    new, info = jax.jit(bad.step)(state, data[:64], jax.random.PRNGKey(1))
     assert bool(info.nonfinite)
     for a, b in zip(jax.tree_util.tree_leaves(new.critic), jax.tree_util.tree_leaves(state.critic)):
         np.testing.assert_array_equal(a, b)
     # the driver stops after max_nonfinite consecutive rejections and returns a finite state
-    with pytest.warns(UserWarning, match="non-finite"):
-        res = gan.train_gan(bad, state, data, steps=40, key=jax.random.PRNGKey(2), chunk=10, max_nonfinite=5)
-    assert res.stop_reason == "nonfinite" and res.step == 10
+    with pytest.warns(RuntimeWarning, match=r"rejected 5 non-finite update\(s\) at step\(s\) \[0, 1, 2, 3, 4\]"):
+        res = gan.train_gan(bad, state, data, steps=40, key=jax.random.PRNGKey(2), chunk=10, max_nonfinite=5,
+                            progress=False)
+    assert res.stop_reason == "nonfinite" and res.step == 5
+    assert res.history["nonfinite"].all() and np.isnan(res.history["train_loss"]).all()
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(res.state))
 
 
@@ -109,7 +113,13 @@ def test_minmax_bad_input():
     algo = gan.minmax(g, c, obj, generator_optimizer=opt, critic_optimizer=opt, batch_size=8)
     state = algo.init(jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
-        algo.step(jax.random.PRNGKey(0), state, jnp.zeros((16, 3)))
+        algo.step(state, jnp.zeros((16, 3)), jax.random.PRNGKey(0))
+    three = gan.minmax(g, c, obj, generator_optimizer=opt, critic_optimizer=opt, critic_steps=3, batch_size=8)
+    with pytest.raises(ValueError, match="multiple of the 3 critic step"):
+        three.step(three.init(jax.random.PRNGKey(0)), jnp.zeros((16, 2)), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"batch_size \* batches_per_step \(8 \* 3 = 24\) exceeds the number "
+                                         r"of training rows \(16\)"):
+        gan.train_gan(three, None, np.zeros((16, 2)), steps=1, key=jax.random.PRNGKey(0), progress=False)
     with pytest.raises(ValueError, match="NaN|finite"):
         gan.train_gan(algo, state, np.full((16, 2), np.nan), steps=1, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="ema_decay"):
@@ -123,7 +133,7 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
     full = gan.train_gan(algo, state, data, steps=30, key=key, chunk=10, progress=False)
     ckpt = str(tmp_path / "ckpt")
     gan.train_gan(algo, state, data, steps=20, key=key, chunk=10, checkpoint_dir=ckpt, progress=False)
-    assert len(os.listdir(ckpt)) == 2  # keep=2
+    assert sorted(os.listdir(ckpt)) == ["10", "20"]  # keep=2, orbax step directories
     resumed = gan.train_gan(algo, state, data, steps=30, key=key, chunk=10, checkpoint_dir=ckpt, resume=True,
                             progress=False)
     assert resumed.step == 30 and resumed.history["distance"].shape == (30,)
@@ -161,8 +171,8 @@ def test_minmax_step_jit_equals_no_jit():
                       critic_optimizer=optax.adam(1e-3), critic_steps=1, batch_size=32, ema_decay=0.5)
     data = jax.random.normal(jax.random.PRNGKey(9), (256, 2))
     state = algo.init(jax.random.PRNGKey(0))
-    jitted, info_j = jax.jit(algo.step)(jax.random.PRNGKey(1), state, data)
+    jitted, info_j = jax.jit(algo.step)(state, data[:32], jax.random.PRNGKey(1))
     with jax.disable_jit():
-        plain, info_p = algo.step(jax.random.PRNGKey(1), state, data)
+        plain, info_p = algo.step(state, data[:32], jax.random.PRNGKey(1))
     for a, b in zip(jax.tree_util.tree_leaves((jitted, info_j)), jax.tree_util.tree_leaves((plain, info_p))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent(r'''
         mine = x[BATCH * i + half * pid: BATCH * i + half * (pid + 1)]  # this process's rows
         batch = gp.shard_batch(mine, mesh)
         assert batch.shape == (BATCH, 2) and not batch.is_fully_addressable
-        p, s, l = step(p, s, batch)
+        p, s, l = step(p, s, batch, None)
     r = fit(loss, params, x, optimizer=opt, steps=2 * STEPS, batch_size=BATCH,
             key=jax.random.key(2), eval_every=STEPS, progress=False, mesh=mesh)
     if pid == 0:

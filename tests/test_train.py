@@ -1,4 +1,4 @@
-"""Tests for genlearn.train: fit, train_step, minibatch schedule, checkpoints."""
+"""Tests for genlearn.train: the driver (through fit and every trainer), train_step, minibatches, checkpoints."""
 
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ from genlearn.train.checkpoint import _open_manager, _save_state
 # ---------------------------------------------------------------------------
 
 
-def mean_loss(params, batch):
+def mean_loss(params, batch, key=None):
     """Quadratic loss whose minimiser is the row mean."""
     return jnp.mean(jnp.sum((batch - params["m"]) ** 2, axis=1))
 
 
-def regression_loss(params, batch):
+def regression_loss(params, batch, key=None):
     """Least squares of the last column on the others."""
     x, y = batch[:, :-1], batch[:, -1]
     return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
@@ -161,7 +161,7 @@ def test_fit_draws_the_rows_of_minibatch_indices():
     n, batch_size, steps = 7, 3, 3  # 2 steps per epoch, one row dropped
     data = np.eye(n, dtype=np.float32)
     result = fit(
-        lambda p, batch: jnp.sum(batch @ p), jnp.zeros(n), data,
+        lambda p, batch, key: jnp.sum(batch @ p), jnp.zeros(n), data,
         optimizer=optax.sgd(1.0), steps=steps, batch_size=batch_size, key=KEY,
         eval_every=2, progress=False,
     )
@@ -221,16 +221,14 @@ def test_loss_with_key_gets_a_new_key_each_step_and_a_fixed_eval_key():
     np.testing.assert_allclose(result.history["val_loss"], float(jax.random.uniform(val_key)), rtol=1e-6)
 
 
-def test_loss_without_key_parameter_is_called_without_key():
-    calls = []
-
-    def loss(params, batch):  # no `key`: fit must not pass one
-        calls.append(1)
+def test_loss_without_key_parameter_is_a_clear_error():
+    def loss(params, batch):  # no key: losses always take (params, batch, key)
         return jnp.sum(params**2)
 
-    result = fit(loss, jnp.ones(2), np.ones((4, 2)), optimizer=optax.sgd(0.1),
-                 steps=3, batch_size=2, key=KEY, progress=False)
-    assert calls and result.step == 3
+    with pytest.raises(ValueError, match=r"the loss could not be traced: .*takes 2 positional arguments.*"
+                                         r"loss\(params, batch, key\) \(take the key even if you do not use it\)"):
+        fit(loss, jnp.ones(2), np.ones((4, 2)), optimizer=optax.sgd(0.1), steps=3, batch_size=2, key=KEY,
+            progress=False)
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +259,7 @@ def test_nan_steps_are_rejected_and_params_unchanged(capsys):
 
 
 def test_stops_after_max_nonfinite_consecutive_rejections():
-    def loss(params, batch):
+    def loss(params, batch, key):
         return jnp.where(params["c"] >= 5.0, jnp.nan, -params["c"])
 
     with pytest.warns(RuntimeWarning, match=r"at step\(s\) \[5, 6, 7\]"):
@@ -280,12 +278,12 @@ def test_train_step_rejects_nonfinite_gradients_and_params():
     params = {"c": jnp.zeros(())}
     opt_state = optimizer.init(params)
     # Finite loss, infinite gradient.
-    step = train_step(lambda p, b: jnp.sqrt(p["c"]), optimizer)
+    step = train_step(lambda p, b, k: jnp.sqrt(p["c"]), optimizer)
     new_params, new_state, loss, finite = jax.jit(step)(params, opt_state, None, None)
     assert float(loss) == 0.0 and not bool(finite)
     tree_equal(new_params, params)
     # Finite loss and gradient, overflowing update.
-    big = train_step(lambda p, b: -3e38 * p["c"], optax.sgd(10.0))
+    big = train_step(lambda p, b, k: -3e38 * p["c"], optax.sgd(10.0))
     new_params, _, _, finite = jax.jit(big)({"c": jnp.float32(3e38)}, opt_state, None, None)
     assert not bool(finite) and float(new_params["c"]) == np.float32(3e38)
     # A good step is accepted.
@@ -298,8 +296,8 @@ def test_nonfinite_params_are_never_checkpointed(tmp_path):
     manager = _open_manager(str(tmp_path / "ck"), 3)
     try:
         with pytest.raises(FloatingPointError, match="non-finite"):
-            _save_state(manager, 1, {"params": {"w": jnp.array([1.0, jnp.nan])}},
-                        finite_keys=("params",))
+            params = {"w": jnp.array([1.0, jnp.nan])}
+            _save_state(manager, 1, {"params": params}, {"params": params})
     finally:
         manager.close()
     assert step_dirs(tmp_path / "ck") == []
@@ -569,4 +567,80 @@ def test_bad_params_and_loss_raise():
     with pytest.raises(ValueError, match="initial params contain NaN or inf"):
         fit(mean_loss, {"m": jnp.array([0.0, jnp.nan])}, np.zeros((20, 2)), **GOOD)
     with pytest.raises(ValueError, match="loss_fn must return a scalar"):
-        fit(lambda p, b: b - p["m"], {"m": jnp.zeros(2)}, np.zeros((20, 2)), **GOOD)
+        fit(lambda p, b, k: b - p["m"], {"m": jnp.zeros(2)}, np.zeros((20, 2)), **GOOD)
+
+
+# ---------------------------------------------------------------------------
+# Every trainer kind through the one driver.
+# ---------------------------------------------------------------------------
+
+
+def _trainers():
+    from genlearn import energy, gan
+    from genlearn.flows import realnvp
+    from genlearn.losses import nll
+    from genlearn.train import gradient_trainer
+
+    flow, ebm = realnvp(2, num_layers=1, hidden=(8,)), energy.mlp_energy(2, (8,))
+    gen = gan.generator(2, 2, (8,))
+    opt = optax.adam(1e-2)
+    return {
+        "mle": (gradient_trainer(nll(flow), opt), flow.init(jax.random.key(0))),
+        "cd": (gradient_trainer(energy.contrastive_divergence(ebm, k=2), opt), ebm.init(jax.random.key(0))),
+        "dsm": (gradient_trainer(energy.denoising_score_matching(ebm, 0.1), opt), ebm.init(jax.random.key(0))),
+        "pcd": (energy.persistent_contrastive_divergence(ebm, opt, buffer_size=32, k=2), ebm.init(jax.random.key(0))),
+        "minmax": (gan.minmax(gen, gan.critic(2, (8,)), gan.objective("wgan-gp"), generator_optimizer=opt,
+                              critic_optimizer=opt, critic_steps=3, batch_size=8), None),
+        "weak": (gan.weak_generator(gen, gan.weak_loss("mmd"), optimizer=opt, batch_size=8), None),
+    }
+
+
+@pytest.mark.parametrize("kind", ["mle", "cd", "dsm", "pcd", "minmax", "weak"])
+def test_every_trainer_resumes_bit_identically(kind, tmp_path):
+    from genlearn.train import run_trainer
+
+    trainer, params = _trainers()[kind]
+    data = np.asarray(jax.random.normal(jax.random.key(1), (60, 2)), np.float32)
+    kwargs = dict(batch_size=8, key=jax.random.key(2), val_fraction=0.2, eval_every=2, progress=False)
+    straight = run_trainer(trainer, params, data, steps=6, **kwargs)
+    directory = tmp_path / "ck"
+    first = run_trainer(trainer, params, data, steps=4, checkpoint_dir=directory, checkpoint_every=2, **kwargs)
+    resumed = run_trainer(trainer, params, data, steps=6, checkpoint_dir=directory, checkpoint_every=2,
+                          resume=True, **kwargs)
+    assert first.step == 4 and straight.step == resumed.step == 6
+    assert straight.stop_reason == resumed.stop_reason == "steps"
+    tree_equal(resumed.state, straight.state)
+    tree_equal(resumed.params, straight.params)
+    history_equal(resumed.history, straight.history)
+    assert (resumed.best_step, resumed.best_val_loss) == (straight.best_step, straight.best_val_loss)
+    assert np.isfinite(straight.history["train_loss"]).all() and not straight.history["nonfinite"].any()
+    # validation only for trainers with a loss (the gradient ones)
+    assert (straight.best_step is None) == (trainer.loss is None)
+    moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+        lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(), straight.params, trainer.params(
+            trainer.init(jax.random.fold_in(jax.random.key(2), 4), params))))
+    assert max(moved) > 0  # training did something
+
+
+def test_driver_rejects_a_step_without_the_info_protocol():
+    from genlearn.train import Trainer, run_trainer
+
+    bad = Trainer(lambda key, p: p, lambda s, b, k: (s, {"loss": 0.0}), lambda s: s)
+    with pytest.raises(ValueError, match=r"info.loss and info.nonfinite"):
+        run_trainer(bad, jnp.zeros(2), np.zeros((8, 2)), steps=1, batch_size=2, key=KEY, progress=False)
+    with pytest.raises(ValueError, match="trainer must be a genlearn.train.Trainer"):
+        run_trainer(object(), jnp.zeros(2), np.zeros((8, 2)), steps=1, batch_size=2, key=KEY, progress=False)
+
+
+def test_all_finite_and_guarded_update():
+    from genlearn.train import all_finite, guarded_update
+
+    assert bool(all_finite({"a": jnp.ones(2), "i": jnp.arange(3)}, None))
+    assert not bool(all_finite({"a": jnp.array([1.0, jnp.inf])}))
+    opt = optax.sgd(1.0)
+    params = {"c": jnp.ones(())}
+    kept, state, ok = guarded_update(opt, jnp.float32(1.0), {"c": jnp.float32(jnp.nan)}, params, opt.init(params))
+    assert not bool(ok) and float(kept["c"]) == 1.0
+    new, _, ok = guarded_update(opt, jnp.float32(1.0), {"c": jnp.float32(2.0)}, params, opt.init(params),
+                                project=lambda p: {"c": jnp.clip(p["c"], -0.5, 0.5)})
+    assert bool(ok) and float(new["c"]) == -0.5

@@ -36,7 +36,6 @@ from genlearn.energy.samplers import (
 from genlearn.energy.training import (
     PCDInfo,
     PCDState,
-    PCDTrainer,
     ReplayBuffer,
     contrastive_divergence,
     denoising_score_matching,
@@ -47,7 +46,7 @@ from genlearn.energy.training import (
 
 __all__ = [
     "AISResult", "EnergyModel", "LangevinState", "LogLikelihood", "PCDInfo", "PCDState",
-    "PCDTrainer", "ReplayBuffer", "Sampler", "SamplerInfo", "acceptance_rate", "ais_log_z",
+    "ReplayBuffer", "Sampler", "SamplerInfo", "acceptance_rate", "ais_log_z",
     "beta_schedule", "contrastive_divergence", "denoising_score_matching", "divergence_rate",
     "effective_sample_size", "fit_pcd", "from_function", "gaussian_base", "grid_log_z", "hmc",
     "independent_mh", "kde_proposal", "langevin", "log_likelihood", "mala", "mlp_energy", "nuts", "persistent_contrastive_divergence",

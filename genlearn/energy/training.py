@@ -13,12 +13,12 @@ so the surrogate ``L = mean V(x+) - mean V(stop_grad(x-))`` with negatives
 
 * `contrastive_divergence` (CD-k, Hinton 2002): ``x-`` = ``k`` Langevin steps
   started at the data batch. A plain loss ``loss(params, batch, key)`` for
-  `genlearn.train.fit`.
+  `genlearn.train.fit` (`genlearn.train.gradient_trainer`).
 * `persistent_contrastive_divergence` (PCD, Tieleman 2008, with the replay
   buffer of Du & Mordatch 2019): chains persist across updates in an explicit
   :class:`ReplayBuffer`; each step restarts a fraction ``reinit_prob`` of them
-  from uniform noise. Its own ``init`` / ``step`` (the buffer is state), run
-  by `fit_pcd` in jitted ``lax.scan`` chunks.
+  from uniform noise. A `genlearn.train.Trainer` (the buffer is state), run by
+  `genlearn.train.run_trainer` (`fit_pcd` is a shorthand).
 
 Both add Du & Mordatch's energy-magnitude penalty
 ``alpha (V(x+)^2 + V(x-)^2)``.
@@ -37,23 +37,20 @@ Score matching (Z-free because the score ``-grad_x V`` does not contain Z):
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from genlearn.energy.models import EnergyModel
 from genlearn.energy.samplers import _positive, _positive_int, independent_mh, kde_proposal, langevin, mala
+from genlearn.train import FitResult, Trainer, guarded_update, run_trainer
 
 __all__ = [
     "ReplayBuffer",
     "PCDState",
     "PCDInfo",
-    "PCDTrainer",
     "contrastive_divergence",
     "persistent_contrastive_divergence",
     "fit_pcd",
@@ -160,25 +157,13 @@ class PCDState(NamedTuple):
 
 class PCDInfo(NamedTuple):
     """Per-step report: surrogate loss, mean energies of data and negatives, whether the
-    update was accepted (finite), and the Langevin divergence rate."""
+    update was rejected as non-finite, and the Langevin divergence rate."""
 
     loss: jax.Array
     energy_data: jax.Array
     energy_samples: jax.Array
-    accepted: jax.Array
+    nonfinite: jax.Array
     divergence_rate: jax.Array
-
-
-class PCDTrainer(NamedTuple):
-    """``init(params, key) -> PCDState``; ``step(key, state, batch) -> (state, PCDInfo)``."""
-
-    init: Callable[[PyTree, jax.Array], PCDState]
-    step: Callable[[jax.Array, PCDState, jax.Array], tuple[PCDState, PCDInfo]]
-
-
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def persistent_contrastive_divergence(
@@ -196,14 +181,17 @@ def persistent_contrastive_divergence(
     sampler: str = "langevin",
     proposal_bandwidth: float = 0.1,
     proposal_wide_weight: float = 0.1,
-) -> PCDTrainer:
-    """PCD with a replay buffer (Du & Mordatch 2019), as explicit state.
+) -> Trainer:
+    """PCD with a replay buffer (Du & Mordatch 2019), as a `genlearn.train.Trainer`.
 
-    One ``step``: draw ``b`` buffer rows (``b`` = batch size), restart each
+    ``init(key, params) -> PCDState`` fills the buffer with uniform noise;
+    ``step(state, batch, key) -> (PCDState, PCDInfo)``: draw ``b`` buffer rows (``b`` = batch size), restart each
     from ``U[-init_range, init_range]^dim`` with probability ``reinit_prob``,
     run ``k`` Langevin steps, write them back, and take an optimiser step on
     the ML surrogate (module docstring). A non-finite loss/gradient/update is
-    rejected (params and optimiser state kept, ``info.accepted`` False).
+    rejected by `genlearn.train.guarded_update` (params and optimiser state
+    kept, ``info.nonfinite`` True). ``params(state)`` is ``state.params``; there
+    is no validation loss.
     ``sampler="mala"`` replaces the Langevin steps by MALA (exact for the
     model at any step size; ``noise_scale`` and ``grad_clip`` are then unused),
     which matters when the trained model's likelihood is evaluated.
@@ -234,10 +222,10 @@ def persistent_contrastive_divergence(
     def noise(key, n):
         return jax.random.uniform(key, (n, dim), jnp.float32, -init_range, init_range)
 
-    def init(params, key):
+    def init(key, params):
         return PCDState(params, optimizer.init(params), ReplayBuffer(noise(key, buffer_size)), jnp.zeros((), jnp.int32))
 
-    def step(key, state, batch):
+    def step(state, batch, key):
         if batch.ndim != 2 or batch.shape[1] != dim:
             raise ValueError(f"batch must have shape (b, {dim}), got {batch.shape}")
         b = batch.shape[0]
@@ -258,98 +246,25 @@ def persistent_contrastive_divergence(
             return _ml_surrogate(model, p, batch, neg, alpha)
 
         (loss, (e_pos, e_neg)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ok = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
-        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-        params = jax.tree_util.tree_map(keep, params, state.params)
-        opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
-        new_state = PCDState(params, opt_state, buffer, state.step + 1)
-        return new_state, PCDInfo(loss, e_pos, e_neg, ok, div)
+        params, opt_state, ok = guarded_update(optimizer, loss, grads, state.params, state.opt_state)
+        return PCDState(params, opt_state, buffer, state.step + 1), PCDInfo(loss, e_pos, e_neg, ~ok, div)
 
-    return PCDTrainer(init, step)
+    return Trainer(init, step, lambda state: state.params)
 
 
-def fit_pcd(
-    trainer: PCDTrainer,
-    state: PCDState,
-    data,
-    *,
-    key: jax.Array,
-    steps: int,
-    batch_size: int = 256,
-    chunk: int = 250,
-    max_nonfinite: int = 20,
-    progress: bool = False,
-    progress_desc: str = "PCD",
-    max_seconds: float | None = None,
-) -> tuple[PCDState, dict]:
-    """Runs ``steps`` PCD steps in jitted ``lax.scan`` chunks of ``chunk`` steps.
+def fit_pcd(trainer: Trainer, params: PyTree, data, *, key: jax.Array, steps: int, batch_size: int = 256,
+            chunk: int = 250, max_nonfinite: int | None = 20, progress: bool = False, progress_desc: str = "PCD",
+            max_seconds: float | None = None, **kwargs) -> FitResult:
+    """``run_trainer(trainer, params, data, eval_every=chunk, ...)`` with PCD's defaults.
 
-    Minibatches are drawn uniformly (with replacement across steps) with
-    ``fold_in(key, t)``. Returns ``(state, history)`` with numpy arrays
-    ``loss``, ``energy_data``, ``energy_samples``, ``accepted``,
-    ``divergence_rate`` per step. ``max_seconds``: a wall-clock budget; no new
-    chunk starts once it has passed (the history then has fewer steps).
-
-    Raises:
-      ValueError: bad data / sizes.
-      FloatingPointError: ``max_nonfinite`` consecutive rejected updates.
+    ``kwargs`` go to `genlearn.train.run_trainer` (``checkpoint_dir``,
+    ``resume``, ...). The history holds ``train_loss`` (the surrogate loss),
+    ``energy_data``, ``energy_samples``, ``nonfinite`` and ``divergence_rate``
+    per step; ``result.state`` is the final `PCDState` (with its buffer).
     """
-    data = jnp.asarray(data, jnp.float32)
-    if data.ndim != 2 or data.shape[0] < 1:
-        raise ValueError(f"data must have shape (n, dim), got {tuple(data.shape)}")
-    if not bool(jnp.all(jnp.isfinite(data))):
-        raise ValueError("data contain NaN or inf")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    batch_size = _positive_int(batch_size, "batch_size")
-    if batch_size > data.shape[0]:
-        raise ValueError(f"batch_size {batch_size} exceeds the number of rows {data.shape[0]}")
-    chunk = _positive_int(chunk, "chunk")
-    if max_seconds is not None:
-        max_seconds = _positive(max_seconds, "max_seconds")
-    n = data.shape[0]
-    start_time = time.perf_counter()
-
-    @jax.jit
-    def run_chunk(state, ts):
-        def body(state, t):
-            k = jax.random.fold_in(key, t)
-            k_b, k_s = jax.random.split(k)
-            batch = data[jax.random.randint(k_b, (batch_size,), 0, n)]
-            return trainer.step(k_s, state, batch)
-
-        return jax.lax.scan(body, state, ts)
-
-    hist = {f: [] for f in PCDInfo._fields}
-    bar = tqdm(total=steps, desc=progress_desc, disable=not progress)
-    done, bad_run = 0, 0
-    while done < steps:
-        if max_seconds is not None and done > 0 and time.perf_counter() - start_time >= max_seconds:
-            break
-        m = min(chunk, steps - done)
-        ts = jnp.arange(done, done + m)
-        state, info = run_chunk(state, ts)  # a shorter last chunk compiles once more
-        for f in PCDInfo._fields:
-            hist[f].append(np.asarray(getattr(info, f))[:m])
-        acc = np.asarray(info.accepted)[:m]
-        for a in acc:
-            bad_run = 0 if a else bad_run + 1
-            if bad_run >= max_nonfinite:
-                bar.close()
-                raise FloatingPointError(
-                    f"PCD stopped: {max_nonfinite} consecutive non-finite updates at step {done}"
-                )
-        if (~acc).any():
-            import warnings
-
-            warnings.warn(f"PCD: {int((~acc).sum())} non-finite updates rejected in steps {done}..{done + m}")
-        done += m
-        bar.update(m)
-        bar.set_postfix(loss=float(np.nanmean(hist["loss"][-1])))
-    bar.close()
-    return state, {f: (np.concatenate(v) if v else np.zeros(0)) for f, v in hist.items()}
+    return run_trainer(trainer, params, data, key=key, steps=steps, batch_size=batch_size, eval_every=chunk,
+                       max_nonfinite=max_nonfinite, progress=progress, progress_desc=progress_desc,
+                       max_seconds=max_seconds, **kwargs)
 
 
 def denoising_score_matching(model: EnergyModel, sigma: float) -> Callable:

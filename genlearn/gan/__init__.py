@@ -4,8 +4,8 @@
 * ``critics``: MLP critics, spectral normalisation with explicit power-iteration state.
 * ``weak``: differentiable weak losses (moments, MMD, energy, Sinkhorn, sliced W).
 * ``objectives``: adversarial objectives (js, ns, wgan-clip, wgan-gp, sn, hinge; GP, R1).
-* ``minmax``: the jitted ``init`` / ``step`` min-max update; ``weak_generator``.
-* ``train``: ``train_gan``, the chunked ``lax.scan`` driver with NaN guard and checkpoints.
+* ``minmax``: the min-max update as a ``genlearn.train.Trainer``; ``weak_generator``.
+* ``train``: ``train_gan``, a shorthand for ``genlearn.train.run_trainer``.
 * ``run``: ``fit_run`` / ``sample_run`` behind ``genlearn fit gan``.
 """
 
@@ -20,7 +20,7 @@ from genlearn.gan.objectives import (
     objective,
     r1_penalty,
 )
-from genlearn.gan.train import GANResult, latest_checkpoint, train_gan
+from genlearn.gan.train import train_gan
 from genlearn.gan import run  # noqa: E402  (fit_run / sample_run; after the modules it uses)
 from genlearn.gan.weak import (
     WEAK_LOSSES,
@@ -41,5 +41,5 @@ __all__ = [
     "OBJECTIVES", "AdversarialObjective", "objective", "gradient_penalty", "r1_penalty",
     "critic_input_grad_norms",
     "GANState", "GANInfo", "MinMax", "minmax", "weak_generator",
-    "GANResult", "train_gan", "latest_checkpoint",
+    "train_gan",
 ]

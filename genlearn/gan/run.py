@@ -221,16 +221,16 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
                 **options: Any) -> list[GANRun]:
     """:func:`train_model` for several seeds at once: the min-max step ``jax.vmap``-ed over seeds.
 
-    Same keys as :func:`train_model` for each seed (init, step ``t`` with
-    ``fold_in(key_train, t)``, evaluation), one compiled ``lax.scan`` for all
-    seeds. The arithmetic equals :func:`train_model`'s up to float rounding
+    Same keys and batches as :func:`train_model` for each seed (init, the
+    driver's minibatches and step keys from ``key_train``, evaluation), one
+    compiled ``lax.scan`` for all seeds. The arithmetic equals :func:`train_model`'s up to float rounding
     (1e-6 after 100 steps), but adversarial training is chaotic: over
     thousands of steps a seed's outcome can differ between ``train_model``,
     3 vmapped seeds and 10 vmapped seeds. Each call is deterministic on CPU. A rejected (non-finite) update leaves that seed's state unchanged
     and is counted in its history, as in :func:`~genlearn.gan.train.train_gan`;
     no checkpoints, no early stop.
     """
-    from genlearn.gan.train import GANResult
+    from genlearn.train import FitResult, minibatch_indices
 
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -240,14 +240,19 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
     gen, algo = build_algorithm(cfg)
     keys = jnp.stack([jnp.stack(jax.random.split(jax.random.PRNGKey(s), 3)) for s in seeds])
     data = _model_data(dataset, cfg)
+    rows = algo.batch_size * algo.batches_per_step
 
     @jax.jit
-    def run(keys):
-        states = jax.vmap(algo.init)(keys[:, 0])
+    def run(keys):  # the driver's batches and step keys, per seed (genlearn.train.run_trainer)
+        states = jax.vmap(lambda k: algo.init(k))(keys[:, 0])
+        _, shuffle, step_keys, _ = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 4))(keys[:, 1]), 1, 0)
+
+        def one(state, shuffle_key, step_key, t):
+            batch = data[minibatch_indices(shuffle_key, t, data.shape[0], rows)]
+            return algo.step(state, batch, jax.random.fold_in(step_key, t))
 
         def body(st, t):
-            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys[:, 1])
-            return jax.vmap(algo.step, in_axes=(0, 0, None))(step_keys, st, data)
+            return jax.vmap(one, in_axes=(0, 0, 0, None))(st, shuffle, step_keys, t)
 
         return jax.lax.scan(body, states, jnp.arange(cfg["steps"]))
 
@@ -255,9 +260,12 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
     out = []
     for i, seed in enumerate(seeds):
         state = jax.tree_util.tree_map(lambda v: v[i], states)
-        hist = {f: np.asarray(getattr(infos, f))[:, i] for f in GANInfo._fields}
+        hist = {"step": np.arange(cfg["steps"]), "val_step": np.zeros(0, np.int64), "val_loss": np.zeros(0)}
+        hist.update({"train_loss" if f == "loss" else f: np.asarray(getattr(infos, f))[:, i] for f in GANInfo._fields})
+        hist["train_loss"] = np.where(hist["nonfinite"], np.nan, hist["train_loss"]).astype(np.float64)
         finite = all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(state))
-        result = GANResult(state, hist, cfg["steps"], "completed" if finite else "nonfinite")
+        result = FitResult(algo.params(state), None, cfg["steps"], hist, None, None,
+                           "steps" if finite else "nonfinite", state)
         out.append(_finish(dataset, gen, {**cfg, "seed": seed}, result, keys[i, 2]))
     return out
 

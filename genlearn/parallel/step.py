@@ -27,7 +27,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from genlearn.parallel.mesh import _check_mesh, batch_spec
-from genlearn.train.step import _all_finite, _call_loss, loss_takes_key, train_step
+from genlearn.train.step import guarded_update, train_step
 
 __all__ = ["data_parallel_step", "parallelize", "pmap_step"]
 
@@ -99,33 +99,25 @@ def data_parallel_step(
     optimiser state replicated, gradient averaged by the compiler.
 
     Args:
-      loss_fn: ``loss(params, batch)``, or ``loss(params, batch, key)`` when it
-        has a parameter named ``key``; a mean over the rows of ``batch``.
+      loss_fn: ``loss(params, batch, key)``, a mean over the rows of ``batch``.
       optimizer: any `optax.GradientTransformation`.
       mesh: from `make_mesh`.
       axis_name: mesh axis the rows are split over (default: all axes).
 
     Returns:
-      ``step(params, opt_state, batch, key=None) -> (params, opt_state, loss)``;
-      ``loss`` is the global minibatch loss at the incoming params, NaN when the
-      update was rejected as non-finite (params and state then unchanged).
+      ``step(params, opt_state, batch, key) -> (params, opt_state, loss)``
+      (``key`` may be None for a loss that ignores it); ``loss`` is the global
+      minibatch loss at the incoming params, NaN when the update was rejected
+      as non-finite (params and state then unchanged).
     """
     _check_optimizer(optimizer)
-    takes_key = loss_takes_key(loss_fn)
     inner = train_step(loss_fn, optimizer)
 
     def step(params, opt_state, batch, key):
         params, opt_state, loss, finite = inner(params, opt_state, batch, key)
         return params, opt_state, jnp.where(finite, loss, jnp.nan)
 
-    jitted = parallelize(step, mesh, batch_argnums=(2,), axis_name=axis_name)
-
-    def run(params, opt_state, batch, key=None):
-        if takes_key and key is None:
-            raise ValueError("loss_fn takes a key: pass step(params, opt_state, batch, key)")
-        return jitted(params, opt_state, batch, key)
-
-    return run
+    return parallelize(step, mesh, batch_argnums=(2,), axis_name=axis_name)
 
 
 def pmap_step(
@@ -145,37 +137,24 @@ def pmap_step(
     device applies the same update. A loss that takes a key gets
     ``fold_in(key, i)`` on device :math:`i` (so shards draw independent noise;
     the numbers then differ from a one-device run, unlike `data_parallel_step`).
+    ``key=None`` is passed through unchanged (for a loss that ignores its key).
 
     Returns:
-      ``step(params, opt_state, batch, key=None) -> (params, opt_state, loss)``,
+      ``step(params, opt_state, batch, key) -> (params, opt_state, loss)``,
       jitted, with the same non-finite guard as `data_parallel_step`.
     """
     _check_mesh(mesh)
     _check_optimizer(optimizer)
     spec = batch_spec(mesh, axis_name)
     axes = spec[0]
-    takes_key = loss_takes_key(loss_fn)
-    value_and_grad = jax.value_and_grad(_call_loss(loss_fn, takes_key))
+    value_and_grad = jax.value_and_grad(loss_fn)
 
     def local(params, opt_state, batch, key):
-        if takes_key:
+        if key is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axes))
-        loss, grads = value_and_grad(params, batch, key)
-        loss, grads = jax.lax.pmean((loss, grads), axes)
-        updates, new_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        return (jax.tree_util.tree_map(keep, new_params, params),
-                jax.tree_util.tree_map(keep, new_state, opt_state),
-                jnp.where(finite, loss, jnp.nan))
+        loss, grads = jax.lax.pmean(value_and_grad(params, batch, key), axes)
+        params, opt_state, finite = guarded_update(optimizer, loss, grads, params, opt_state)
+        return params, opt_state, jnp.where(finite, loss, jnp.nan)
 
-    mapped = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec, P()),
-                                   out_specs=(P(), P(), P())))
-
-    def run(params, opt_state, batch, key=None):
-        if takes_key and key is None:
-            raise ValueError("loss_fn takes a key: pass step(params, opt_state, batch, key)")
-        return mapped(params, opt_state, batch, key)
-
-    return run
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec, P()),
+                                 out_specs=(P(), P(), P())))

@@ -1,10 +1,13 @@
-"""Training: a general minibatch loop (`fit`), its guarded step, and checkpoints.
+"""Training: the trainer protocol, the one driver, the shared guard, and checkpoints.
 
-Every model family trains through `fit`; code that needs its own loop (GAN
-min-max updates, multi-device steps) reuses `train_step` and
-`minibatch_indices` so it draws the same batches and rejects non-finite updates
-the same way. `save_pytree` / `load_pytree` store a trained model with JSON
-metadata.
+A `Trainer` is ``init(key, params) -> state`` and ``step(state, batch, key) ->
+(state, info)`` (blackjax style). `run_trainer` runs any trainer (batching,
+chunked `lax.scan`, validation, early stopping, non-finite stop, orbax
+checkpoints with bit-identical resume, time budget, progress, history);
+`fit` is `run_trainer` on `gradient_trainer`. `guarded_update` is the one
+non-finite guard every trainer uses; `train_step` and `minibatch_indices` serve
+hand-written loops (`genlearn.parallel`). `save_pytree` / `load_pytree` store a
+trained model with JSON metadata.
 """
 
 from genlearn.train.checkpoint import (
@@ -13,23 +16,20 @@ from genlearn.train.checkpoint import (
     load_pytree,
     save_pytree,
 )
-from genlearn.train.fit import FitResult, fit
+from genlearn.train.driver import FitResult, FitState, run_trainer
+from genlearn.train.fit import fit
 from genlearn.train.step import (
+    all_finite,
     epoch_permutation,
-    loss_takes_key,
+    guarded_update,
+    keep_if,
     minibatch_indices,
     train_step,
 )
+from genlearn.train.trainer import StepInfo, Trainer, TrainState, gradient_trainer
 
 __all__ = [
-    "CheckpointError",
-    "CheckpointMismatchError",
-    "FitResult",
-    "epoch_permutation",
-    "fit",
-    "load_pytree",
-    "loss_takes_key",
-    "minibatch_indices",
-    "save_pytree",
-    "train_step",
+    "CheckpointError", "CheckpointMismatchError", "FitResult", "FitState", "StepInfo", "TrainState",
+    "Trainer", "all_finite", "epoch_permutation", "fit", "gradient_trainer", "guarded_update",
+    "keep_if", "load_pytree", "minibatch_indices", "run_trainer", "save_pytree", "train_step",
 ]

@@ -1,4 +1,4 @@
-"""Checkpoints with orbax: the training state of `fit`, and whole trained models.
+"""Checkpoints with orbax: the driver's training state, and whole trained models.
 
 Two layers:
 
@@ -14,7 +14,7 @@ Two layers:
   reader never sees a half-written model.
 
 * `_open_manager`, `_save_state` and `_restore_latest` wrap an
-  `orbax.checkpoint.CheckpointManager` for `genlearn.train.fit`: numbered step
+  `orbax.checkpoint.CheckpointManager` for `genlearn.train.run_trainer`: numbered step
   directories, ``max_to_keep`` rotation, atomic saves, and fallback to an older
   step when the newest one cannot be read.
 """
@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -221,7 +221,7 @@ def load_pytree(
 
 
 # ---------------------------------------------------------------------------
-# Training-state checkpoints for `fit`.
+# Training-state checkpoints for the driver.
 # ---------------------------------------------------------------------------
 
 
@@ -286,17 +286,11 @@ def _open_manager(
     )
 
 
-def _save_state(
-    manager: ocp.CheckpointManager,
-    step: int,
-    state: dict,
-    finite_keys: tuple[str, ...] = (),
-) -> None:
-    """Save ``state`` as step ``step``; the entries in ``finite_keys`` must be finite."""
-    for name in finite_keys:
-        if name in state:
-            _check_finite(state[name], name)
-    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+def _save_state(manager: ocp.CheckpointManager, step: int, state: PyTree, finite: dict) -> None:
+    """Save ``state`` as step ``step``; the trees in ``finite`` (name -> tree) must be finite."""
+    for name, tree in finite.items():
+        _check_finite(tree, name)
+    manager.save(step, args=ocp.args.StandardSave(_as_arrays(state)), force=True)
 
 
 def _quarantine(directory: str, step: int) -> str:
@@ -315,7 +309,7 @@ def _restore_latest(
     manager: ocp.CheckpointManager,
     make_target: Callable[[Any], PyTree],
     check: Optional[Callable[[int, PyTree], None]] = None,
-    expect: Optional[dict] = None,
+    expect: Sequence[tuple[str, tuple, PyTree]] = (),
 ) -> Optional[tuple[int, PyTree]]:
     """Restore the newest readable step, falling back to older ones.
 
@@ -326,9 +320,9 @@ def _restore_latest(
         like loss histories, can take the stored shape).
       check: optional ``check(step, state)`` raising on an inconsistent state;
         such a step counts as unreadable.
-      expect: optional ``{name: (what, tree)}``: the stored entry ``name`` must
-        have the leaf names, shapes and dtypes of ``tree`` (e.g. the model's
-        params, described as ``what="model"``), else
+      expect: ``(what, path, tree)`` triples: the stored entry at ``path`` (a
+        tuple of keys) must have the leaf names, shapes and dtypes of ``tree``
+        (e.g. the model's params, described as ``what="model"``), else
         `CheckpointMismatchError` is raised at once (no fallback).
 
     Returns:
@@ -351,9 +345,11 @@ def _restore_latest(
         try:
             metadata = manager.item_metadata(step)
             tree_metadata = getattr(metadata, "tree", metadata)
-            for name, (what, tree) in (expect or {}).items():
-                _check_same_structure(tree_metadata[name], tree, what,
-                                      f"step {step} in {directory}")
+            for what, path, tree in expect:
+                stored = tree_metadata
+                for name in path:
+                    stored = stored[name]
+                _check_same_structure(stored, tree, what, f"step {step} in {directory}")
             state = manager.restore(
                 step, args=ocp.args.StandardRestore(make_target(tree_metadata))
             )

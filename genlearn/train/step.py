@@ -1,108 +1,88 @@
-"""A guarded gradient step and the minibatch schedule that `fit` runs inside jit.
+"""The one non-finite guard, the guarded gradient step, and the minibatch schedule.
 
-Both are pure functions of explicit arguments, so other training code (GAN
-min-max updates, multi-device steps, contrastive divergence) can put them inside
-its own `jax.lax.scan` and get the same numbers as `genlearn.train.fit`.
+All are pure functions of explicit arguments. Every trainer (gradient, PCD,
+the GAN critic and generator halves, the weak generator) applies its optimiser
+updates through `guarded_update`, so a NaN or inf never reaches the params.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["train_step", "minibatch_indices", "epoch_permutation", "loss_takes_key"]
+__all__ = ["all_finite", "keep_if", "guarded_update", "train_step", "minibatch_indices", "epoch_permutation"]
 
 PyTree = Any
 
 
-def loss_takes_key(loss_fn: Callable[..., Any]) -> bool:
-    """Whether ``loss_fn`` wants a PRNG key: it has a parameter named ``key``.
+def all_finite(*trees: PyTree) -> jax.Array:
+    """True (a boolean scalar) when every inexact leaf of ``trees`` is finite."""
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(trees)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
-    Detected with `inspect.signature`, so `functools.partial` and `jax.jit`
-    wrappers of a function with a ``key`` parameter count as taking a key. A
-    callable whose signature cannot be read is treated as key-free.
+
+def keep_if(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    """``new`` where ``ok`` else ``old``, leaf by leaf (an elementwise `jnp.where`)."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def guarded_update(
+    optimizer: optax.GradientTransformation,
+    loss: jax.Array,
+    grads: PyTree,
+    params: PyTree,
+    opt_state: PyTree,
+    project: Optional[Callable[[PyTree], PyTree]] = None,
+) -> tuple[PyTree, PyTree, jax.Array]:
+    r"""One optax update, kept only if it is finite.
+
+    With :math:`(u, s') = \mathrm{opt.update}(g, s, \theta)` and
+    :math:`\theta' = \mathrm{project}(\theta + u)`, returns
+    :math:`(\theta', s', \mathrm{True})` when :math:`\ell`, every leaf of
+    :math:`g` and every leaf of :math:`\theta'` are finite, else
+    :math:`(\theta, s, \mathrm{False})`. (`optax.apply_if_finite` checks the
+    gradient only; an overflowing update would still get through.) The choice is
+    an elementwise `jnp.where`: safe under `jit`, `vmap` and `lax.scan`.
+
+    Args:
+      optimizer: any `optax.GradientTransformation`.
+      loss: the scalar loss the gradient came from.
+      grads, params, opt_state: gradient, current params and optimiser state.
+      project: optional map applied to the new params (e.g. weight clipping).
+
+    Returns:
+      ``(params, opt_state, finite)``.
     """
-    try:
-        parameters = inspect.signature(loss_fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "key" in parameters
-
-
-def _call_loss(loss_fn, takes_key):
-    if takes_key:
-        # By keyword: works whether `key` is the third positional parameter or
-        # keyword-only.
-        return lambda params, batch, key: loss_fn(params, batch, key=key)
-    return lambda params, batch, key: loss_fn(params, batch)
-
-
-def _all_finite(tree: PyTree) -> jax.Array:
-    leaves = [
-        jnp.all(jnp.isfinite(leaf))
-        for leaf in jax.tree_util.tree_leaves(tree)
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-    ]
-    if not leaves:
-        return jnp.asarray(True)
-    return jnp.all(jnp.stack(leaves))
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    if project is not None:
+        new_params = project(new_params)
+    finite = jnp.isfinite(loss) & all_finite(grads, new_params)
+    return keep_if(finite, new_params, params), keep_if(finite, new_opt_state, opt_state), finite
 
 
 def train_step(
-    loss_fn: Callable[..., jax.Array],
+    loss_fn: Callable[[PyTree, jax.Array, jax.Array], jax.Array],
     optimizer: optax.GradientTransformation,
 ) -> Callable[[PyTree, PyTree, jax.Array, jax.Array], tuple]:
-    r"""Build a pure, jittable gradient step that rejects non-finite updates.
-
-    With :math:`\ell_t = L(\theta_t, B_t[, k_t])` and
-    :math:`g_t = \nabla_\theta \ell_t`, the proposed update is
-
-    .. math::
-
-        (u_t, s_{t+1}') = \mathrm{opt.update}(g_t, s_t, \theta_t), \qquad
-        \theta_{t+1}' = \theta_t + u_t,
-
-    and it is accepted only if :math:`\ell_t`, every leaf of :math:`g_t` and
-    every leaf of :math:`\theta_{t+1}'` are finite:
-
-    .. math::
-
-        (\theta_{t+1}, s_{t+1}) =
-        \begin{cases}
-          (\theta_{t+1}', s_{t+1}') & \text{if finite} \\
-          (\theta_t, s_t)           & \text{otherwise.}
-        \end{cases}
-
-    The selection is an elementwise ``jnp.where``, so the step is safe under
-    `jax.jit`, `jax.vmap` and `jax.lax.scan` and has no host round trip.
-
-    Args:
-      loss_fn: ``loss_fn(params, batch) -> scalar`` or, when it has a
-        parameter named ``key``, ``loss_fn(params, batch, key=key)``.
-      optimizer: any `optax.GradientTransformation`.
+    r"""A pure gradient step on ``loss_fn(params, batch, key)`` through `guarded_update`.
 
     Returns:
       ``step(params, opt_state, batch, key) -> (params, opt_state, loss,
-      finite)``. ``key`` is passed to ``loss_fn`` only if it takes one (pass
-      anything, e.g. ``None``, otherwise). ``loss`` is the minibatch loss at the
-      incoming params (possibly NaN); ``finite`` is a boolean scalar, False when
-      the update was rejected.
+      finite)``: ``loss`` is the minibatch loss at the incoming params (possibly
+      NaN), ``finite`` is False when the update was rejected (params and
+      optimiser state then unchanged). A loss that ignores its key may be given
+      ``key=None``.
     """
-    call = _call_loss(loss_fn, loss_takes_key(loss_fn))
-    value_and_grad = jax.value_and_grad(call)
+    value_and_grad = jax.value_and_grad(loss_fn)
 
     def step(params, opt_state, batch, key):
         loss, grads = value_and_grad(params, batch, key)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        params = jax.tree_util.tree_map(keep, new_params, params)
-        opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
+        params, opt_state, finite = guarded_update(optimizer, loss, grads, params, opt_state)
         return params, opt_state, loss, finite
 
     return step
@@ -130,8 +110,9 @@ def minibatch_indices(
 
     So every epoch visits each of :math:`m b` distinct rows exactly once, and
     the schedule depends only on the key and the absolute step (a resumed run
-    draws the same batches). `fit` computes the same thing but keeps
-    :math:`\pi_e` in its scan carry instead of recomputing it each step.
+    draws the same batches). The driver (`genlearn.train.run_trainer`) computes
+    the same thing with :math:`b` = ``batch_size * trainer.batches_per_step``,
+    keeping :math:`\pi_e` in its scan carry instead of recomputing it each step.
 
     Args:
       shuffle_key: PRNG key of the shuffle stream.

@@ -1,0 +1,92 @@
+r"""The trainer protocol (blackjax's ``init`` / ``step``) and the gradient trainer.
+
+A trainer is a NamedTuple of pure functions; its state is an explicit pytree:
+
+* ``init(key, params) -> state``;
+* ``step(state, batch, key) -> (state, info)``, ``batch`` holding
+  ``batch_size * batches_per_step`` rows; ``info`` is a NamedTuple of scalars
+  with at least ``loss`` (the monitored value) and ``nonfinite`` (True when the
+  update was rejected by `genlearn.train.guarded_update`);
+* ``params(state)``: the model params to evaluate and save;
+* ``loss(params, batch, key) -> scalar``: the validation loss, or None.
+
+One driver, `genlearn.train.run_trainer`, runs every trainer: maximum
+likelihood and score matching (`gradient_trainer`), persistent contrastive
+divergence (`genlearn.energy.persistent_contrastive_divergence`), GAN min-max
+updates and weak-loss generators (`genlearn.gan.minmax`,
+`genlearn.gan.weak_generator`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import optax
+
+from genlearn.train.step import train_step
+
+__all__ = ["Trainer", "TrainState", "StepInfo", "gradient_trainer"]
+
+PyTree = Any
+
+
+class Trainer(NamedTuple):
+    """``init(key, params) -> state``; ``step(state, batch, key) -> (state, info)``.
+
+    Attributes:
+      init: builds the training state from a key and the initial params.
+      step: one update on ``batch`` (``batch_size * batches_per_step`` rows).
+      params: ``params(state)``, the params to evaluate and save.
+      loss: ``loss(params, batch, key) -> scalar``, the validation loss (a
+        mean over rows); None: no validation.
+      batches_per_step: minibatches consumed by one step (e.g. the ``m``
+        critic steps of a GAN).
+    """
+
+    init: Callable[[jax.Array, PyTree], PyTree]
+    step: Callable[[PyTree, jax.Array, jax.Array], tuple]
+    params: Callable[[PyTree], PyTree]
+    loss: Optional[Callable[[PyTree, jax.Array, jax.Array], jax.Array]] = None
+    batches_per_step: int = 1
+
+
+class TrainState(NamedTuple):
+    """State of `gradient_trainer`: params and optimiser state."""
+
+    params: PyTree
+    opt_state: PyTree
+
+
+class StepInfo(NamedTuple):
+    """Info of `gradient_trainer`: the minibatch loss at the incoming params, and
+    whether the update was rejected as non-finite."""
+
+    loss: jax.Array
+    nonfinite: jax.Array
+
+
+def gradient_trainer(
+    loss_fn: Callable[[PyTree, jax.Array, jax.Array], jax.Array],
+    optimizer: optax.GradientTransformation,
+) -> Trainer:
+    r"""Minibatch gradient descent on ``loss_fn(params, batch, key)`` with ``optimizer``.
+
+    :math:`\theta_{t+1} = \theta_t + \mathrm{opt}(\nabla_\theta L(\theta_t, B_t, k_t))`,
+    rejected when non-finite (`genlearn.train.train_step`). This is maximum
+    likelihood (`genlearn.losses.nll`, with dequantisation), the CNF's NLL,
+    CD-k, denoising and sliced score matching, or any user loss. ``loss_fn``
+    is also the validation loss, so it should be a mean over the rows.
+    """
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    guarded = train_step(loss_fn, optimizer)
+
+    def init(key, params):
+        return TrainState(params, optimizer.init(params))
+
+    def step(state, batch, key):
+        params, opt_state, loss, finite = guarded(state.params, state.opt_state, batch, key)
+        return TrainState(params, opt_state), StepInfo(loss, ~finite)
+
+    return Trainer(init, step, lambda state: state.params, loss_fn)
