@@ -144,7 +144,7 @@ def _sample_model(gen, params, cfg, key, n) -> np.ndarray:
 
 
 class GANRun(NamedTuple):
-    """Everything :func:`train_model` produced (also what ``fit_run`` writes)."""
+    """Everything :func:`train_model` produced (``genlearn fit gan`` writes the same through `genlearn.runs`)."""
 
     generator: Any
     params: Any
@@ -168,7 +168,7 @@ def run_config(dataset: Any, *, loss: str = "wgan-gp", steps: int | None = None,
         dataset = load_dataset(dataset, seed=int(options.get("data_seed") or 0))
     unknown = set(options) - set(_OPTION_NAMES)
     if unknown:
-        raise ValueError(f"fit_run: unknown options {sorted(unknown)}; allowed: {sorted(_OPTION_NAMES)}")
+        raise ValueError(f"train_model: unknown options {sorted(unknown)}; allowed: {sorted(_OPTION_NAMES)}")
     resume = bool(options.pop("resume", False))
     data_seed = int(options.pop("data_seed", 0) or 0)
     opts = default_options(loss, dataset)
