@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="fit the roster of models on one dataset and rank them by every metric")
     c.add_argument("--data", default="ring8", help=f"dataset, one of: {', '.join(DATASETS)} (default ring8)")
     c.add_argument("--models", default=None,
-                   help=f"comma-separated subset of: {', '.join(ROSTER)} (default: {','.join(DEFAULT_ROSTER)})")
+                   help=f"comma-separated roster rows ({', '.join(ROSTER)}) or registered models "
+                   f"(default: {','.join(DEFAULT_ROSTER)})")
     c.add_argument("--budget", default=None,
                    help="per model: N steps (e.g. 3000) or N seconds (e.g. 60s); default: per-model settings")
     c.add_argument("--out", default=None, help="output directory (default runs/compare-DATA)")
@@ -244,9 +245,11 @@ def _cmd_compare(args, parser) -> int:
     from genlearn.compare import ROSTER, compare, parse_budget
     from genlearn.data import DATASETS
 
+    from genlearn import registry
+
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if models is not None:
-        unknown = [m for m in models if m not in ROSTER]
+        unknown = [m for m in models if m not in ROSTER and m not in registry.names()]
         if unknown or not models:
             parser.error(f"unknown model(s) {unknown}; the roster is: {', '.join(ROSTER)}")
     if args.data not in DATASETS:

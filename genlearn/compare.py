@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["ROSTER", "DEFAULT_ROSTER", "Entry", "compare", "parse_budget"]
+__all__ = ["ROSTER", "DEFAULT_ROSTER", "Entry", "roster_entry", "compare", "parse_budget"]
 
 
 class Entry(NamedTuple):
@@ -35,7 +35,7 @@ class Entry(NamedTuple):
     name: str
     family: str  # a genlearn.registry name
     options: dict = {}  # overrides of the family's defaults (never mutated)
-    default_steps: dict = {}  # data kind ("toy" | "pixels") -> steps at the default budget; {}: not iterative
+    default_steps: dict = {}  # data kind ("toy" | "pixels") -> steps at the default budget (else the family's)
     time_cap: float | None = None  # seconds: also stop on the clock at the default budget (slow models)
 
 
@@ -128,10 +128,17 @@ def _fit_one(entry: Entry, dataset, out: str, steps: int | None, max_seconds: fl
         progress=progress)
 
 
+def roster_entry(name: str) -> Entry:
+    """The roster row ``name``, or a row for the registered family ``name`` with its own defaults."""
+    return ROSTER.get(name) or Entry(name, name)
+
+
 def _steps_for(entry: Entry, dataset, budget) -> tuple[int | None, float | None]:
+    from genlearn import registry
+
+    if "steps" not in registry.get(entry.family).defaults(dataset, dict(entry.options)):
+        return None, None  # not iterative (a closed-form or EM fit)
     kind = "pixels" if dataset.discrete_levels is not None else "toy"
-    if not entry.default_steps:
-        return None, None
     if budget is None:
         return entry.default_steps.get(kind), entry.time_cap
     if budget[0] == "steps":
@@ -211,7 +218,7 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
 
     Args:
       data: a genlearn dataset name (default ``ring8``; ``digits`` works too).
-      models: roster names (default :data:`DEFAULT_ROSTER`).
+      models: roster names or any registered family (default :data:`DEFAULT_ROSTER`).
       budget: ``"N"`` steps for every iterative model, ``"Ns"`` seconds per
         model (every iterative family stops on the clock), or None for the per-model defaults.
       out: output directory.
@@ -225,8 +232,10 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
     from genlearn.data import DATASETS, load_dataset
     from genlearn.runs import evaluate_run, load
 
+    from genlearn import registry
+
     models = list(models or DEFAULT_ROSTER)
-    unknown = [m for m in models if m not in ROSTER]
+    unknown = [m for m in models if m not in ROSTER and m not in registry.names()]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; the roster is {list(ROSTER)}")
     if data not in DATASETS:
@@ -239,7 +248,7 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
     density_panels: list[tuple[str, Callable]] = []
     start_all = time.perf_counter()
     for i, name in enumerate(models, 1):
-        entry = ROSTER[name]
+        entry = roster_entry(name)
         row: dict[str, Any] = {"model": name, "family": entry.family}
         why = _available(entry)
         status = "unavailable"

@@ -9,7 +9,7 @@ from genlearn import flows
 from genlearn.data import load_dataset, nats_to_bits_per_dim
 from genlearn.data.scaling import standardize, standardize_stats
 from genlearn.losses import nll
-from genlearn.runs import evaluate_nll, fit as fit_run  # noqa: F401 (train.fit is `fit` here)
+from genlearn.runs import evaluate_nll, fit as fit_run
 from genlearn.train import fit
 
 def _adam(lr, steps):

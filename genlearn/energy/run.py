@@ -121,11 +121,19 @@ def build(options: dict, dim: int, pre: dict):
     mcmc = mcmc_sampler(data_model.unnormalized_log_prob, step_size=options["step_size"] * scale**2,
                         bandwidth=options["proposal_bandwidth"] * scale,
                         wide_weight=options["proposal_wide_weight"], num_steps=options["sample_steps"])
-    view = data_model._replace(
-        init=lambda key: {"energy": data_model.init(key), "log_z": jnp.zeros(()), "centers": jnp.zeros((1, dim))},
-        unnormalized_log_prob=lambda p, x: data_model.unnormalized_log_prob(p["energy"], x))
-    return from_energy(view, lambda p, key, n: mcmc(p["energy"], p["centers"] * std + mean, key, n),
-                       log_z=lambda p: p["log_z"])
+    model = from_energy(data_model._replace(unnormalized_log_prob=lambda p, x: data_model.unnormalized_log_prob(
+        p["energy"], x)), lambda p, key, n: mcmc(p["energy"], p["centers"] * std + mean, key, n),
+        log_z=lambda p: p["log_z"])
+
+    def init(key, data=None):
+        """Untrained energy, log Z = 0; proposal centres from ``data`` (standardised), else N(0, I) draws."""
+        k_energy, k_centers = jax.random.split(key)
+        m = options["num_proposal_centers"]
+        centers = (jax.random.normal(k_centers, (m, dim)) if data is None
+                   else (jnp.asarray(data)[:m] - mean) / std)
+        return {"energy": data_model.init(k_energy), "log_z": jnp.zeros(()), "centers": centers}
+
+    return model._replace(init=init)
 
 
 def preprocess(dataset: Dataset) -> dict:
