@@ -161,11 +161,11 @@ def _write_figures(out: str, name: str, model: Model, params, dataset: Dataset, 
     levels = dataset.discrete_levels
     samples = np.asarray(model.sample(params, jax.random.PRNGKey(seed + 2), 2000))
     if model.dim == 2:
-        plotting.plot_samples_2d(samples, dataset.test, os.path.join(out, "samples.png"), title=f"{name} samples")
+        plotting.plot_sample_panels([(f"{name} samples", samples)], dataset.test, os.path.join(out, "samples.png"))
         if model.log_prob is not None:
             lp = _log_prob_fn(model, jax.random.PRNGKey(seed + 3))
-            plotting.plot_density_2d(lambda g: lp(params, jnp.asarray(g)), dataset.test,
-                                     os.path.join(out, "density.png"), title=f"{name} density")
+            plotting.plot_density_panels([(f"{name} density", lambda g: lp(params, jnp.asarray(g)))], dataset.test,
+                                         os.path.join(out, "density.png"))
     elif levels is not None:
         plotting.plot_digit_grid(samples, os.path.join(out, "samples.png"), levels=levels, title=f"{name} samples")
     if history is not None:

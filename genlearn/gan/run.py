@@ -38,13 +38,6 @@ __all__ = ["GAN_LOSSES", "GANRun", "default_options", "build_algorithm", "run_co
 
 GAN_LOSSES = OBJECTIVES + WEAK_LOSSES
 
-_OPTION_NAMES = (
-    "latent_dim", "hidden", "critic_hidden", "base", "critic_steps", "batch_size", "lr_generator",
-    "lr_critic", "ema_decay", "gp_weight", "r1_weight", "clip", "bandwidths", "kernel", "epsilon",
-    "num_projections", "order", "activation", "chunk", "resume", "data_seed",
-)
-
-
 def default_options(loss: str, dataset) -> dict:
     """Per-loss and per-data defaults (tuned on ring8 / grid25; see benchmarks/mode_collapse.py)."""
     if loss not in GAN_LOSSES:
@@ -156,36 +149,19 @@ class GANRun(NamedTuple):
 
 def run_config(dataset: Any, *, loss: str = "wgan-gp", steps: int | None = None, seed: int = 0,
                **options: Any) -> tuple[Any, dict]:
-    """``(dataset, config)``: the validated defaults of :func:`default_options` with ``options`` applied.
+    """``(dataset, config)``: the gan family's checked options (:func:`default_options` with ``options``
+    applied, None values ignored) in one flat dict with the data scaling (``dim``, ``shift``, ``scale``,
+    ``output``); ``dataset`` may be a name (loaded with ``options["data_seed"]``)."""
+    from genlearn.data import load_dataset
+    from genlearn.runs import resolve_options
 
-    The config is what ``config.json`` holds (``"family": "gan"``, ``"model"``,
-    ``"data"``, ``"dim"``, the data scaling and every hyperparameter).
-    """
-    from genlearn.data import check_data, load_dataset
-
-    options = dict(options)
+    resume, data_seed = bool(options.pop("resume", False)), int(options.pop("data_seed", 0) or 0)
     if isinstance(dataset, str):
-        dataset = load_dataset(dataset, seed=int(options.get("data_seed") or 0))
-    unknown = set(options) - set(_OPTION_NAMES)
-    if unknown:
-        raise ValueError(f"train_model: unknown options {sorted(unknown)}; allowed: {sorted(_OPTION_NAMES)}")
-    resume = bool(options.pop("resume", False))
-    data_seed = int(options.pop("data_seed", 0) or 0)
-    opts = default_options(loss, dataset)
-    opts.update({k: v for k, v in options.items() if v is not None})
-    if steps is not None:
-        opts["steps"] = steps
-    why = _check({"loss": loss, **opts}, dataset)
-    if why:
-        raise ValueError(why)
-    train = check_data(dataset.train, "training data")
-    shift, scale = _scaling(dataset)
-    cfg = {"family": "gan", "model": loss, "loss": loss, "data": dataset.name, "data_seed": data_seed,
-           "seed": int(seed), "dim": int(train.shape[1]), "shift": shift, "scale": scale,
-           "output": "tanh" if dataset.discrete_levels is not None else "linear",
+        dataset = load_dataset(dataset, seed=data_seed)
+    opts = resolve_options(FAMILY, dataset, {**options, "loss": loss, "steps": steps})
+    cfg = {"family": "gan", "model": loss, "data": dataset.name, "data_seed": data_seed, "seed": int(seed),
            "discrete_levels": dataset.discrete_levels, "resume": resume}
-    cfg.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()})
-    return dataset, cfg
+    return dataset, {**cfg, **_run_cfg(opts, int(dataset.train.shape[1]), _preprocess(dataset))}
 
 
 def _check(options: dict, dataset) -> str | None:
@@ -225,24 +201,9 @@ def train_model(dataset: Any, *, loss: str = "wgan-gp", steps: int | None = None
                 **options: Any) -> GANRun:
     """Builds and trains a generator, writing nothing but checkpoints (``genlearn fit gan`` writes a run).
 
-    Args:
-      dataset: a ``genlearn.data.Dataset`` or a data-set name.
-      loss: one of :data:`GAN_LOSSES`.
-      steps: generator steps (default: per data set, :func:`default_options`).
-      seed: model / training seed.
-      progress: tqdm bar.
-      checkpoint_dir: ``train_gan`` checkpoints.
-      max_seconds: wall-clock budget (training stops at the end of a chunk past it).
-      **options: overrides of :func:`default_options` (``latent_dim``,
-        ``hidden``, ``critic_hidden``, ``base``, ``critic_steps``,
-        ``batch_size``, ``lr_generator``, ``lr_critic``, ``ema_decay``,
-        ``gp_weight``, ``r1_weight``, ``clip``, ``bandwidths``, ``kernel``,
-        ``epsilon``, ``num_projections``, ``order``, ``activation``,
-        ``chunk``, ``resume``, ``data_seed``); None values are ignored.
-
-    Returns a :class:`GANRun` whose ``samples``
-    (5000 for toys, 2000 for pixels; data scale) were drawn with the key
-    ``split(PRNGKey(seed), 3)[2]`` and scored into ``metrics``.
+    ``options``: overrides of :func:`default_options` (None values ignored), ``resume`` and ``data_seed``
+    (:func:`run_config`). Returns a :class:`GANRun` whose ``samples`` (5000 for toys, 2000 for pixels;
+    data scale) were drawn with the key ``split(PRNGKey(seed), 3)[2]`` and scored into ``metrics``.
     """
     dataset, cfg = run_config(dataset, loss=loss, steps=steps, seed=seed, **options)
     gen, algo = build_algorithm(cfg)
@@ -354,7 +315,7 @@ def _defaults(dataset, chosen: dict) -> dict:
     return {"loss": loss, **default_options(loss, dataset)}
 
 
-registry.register(registry.Family(
+FAMILY = registry.register(registry.Family(
     name="gan",
     defaults=_defaults,
     build=lambda options, dim, pre: from_generator(_generator(options, dim, pre["output"]), shift=pre["shift"],
