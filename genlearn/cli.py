@@ -172,11 +172,7 @@ def _print_table(rows: dict) -> None:
     width = max(len(k) for k in rows)
     print(f"{'metric':<{width}}  value")
     for k, v in rows.items():
-        if isinstance(v, float):
-            text = f"{v:.6g}"
-        else:
-            text = str(v)
-        print(f"{k:<{width}}  {text}")
+        print(f"{k:<{width}}  {f'{v:.6g}' if isinstance(v, float) else v}")
 
 
 def _load_npy(path: str, what: str):
@@ -193,45 +189,33 @@ def _load_npy(path: str, what: str):
     return arr
 
 
-def _eval_run(args) -> tuple[dict, str]:
-    from genlearn.runs import evaluate_run
-
-    rows = evaluate_run(args.run, seed=args.seed, num_samples=args.num_samples)
-    return rows, args.out or os.path.join(args.run, "metrics.json")
-
-
 def _cmd_eval(args, parser) -> int:
     import jax
 
     from genlearn.metrics import evaluate
-    from genlearn.runs import RunError
+    from genlearn.runs import evaluate_run
 
     if args.samples is not None and args.reference is None:
         parser.error("--samples needs --reference")
     if args.run is not None and (args.reference is not None or args.digits_features):
         parser.error("--reference and --digits-features go with --samples, not --run")
     try:
-        if args.run is not None:
-            rows, path = _eval_run(args)
-            merged = {}
-            if os.path.isfile(path):
-                try:
-                    with open(path) as fh:
-                        merged = json.load(fh)
-                except json.JSONDecodeError:
-                    merged = {}
-            merged.update(rows)
-            payload = merged
+        if args.run is not None:  # merged into the run's metrics.json (the fit's metrics stay)
+            rows = evaluate_run(args.run, seed=args.seed, num_samples=args.num_samples)
+            path = args.out or os.path.join(args.run, "metrics.json")
+            payload = {}
+            try:
+                with open(path) as fh:
+                    payload = json.load(fh)
+            except (OSError, json.JSONDecodeError):
+                pass
+            payload.update(rows)
         else:
-            fake = _load_npy(args.samples, "--samples")
-            real = _load_npy(args.reference, "--reference")
-            rows = evaluate(fake, real, key=jax.random.PRNGKey(args.seed),
-                            feature_net="digits" if args.digits_features else None)
+            rows = payload = evaluate(_load_npy(args.samples, "--samples"), _load_npy(args.reference, "--reference"),
+                                      key=jax.random.PRNGKey(args.seed),
+                                      feature_net="digits" if args.digits_features else None)
             path = args.out or "metrics.json"
-            payload = rows
-    except RunError as err:
-        return _fail(str(err), 2)
-    except ValueError as err:
+    except ValueError as err:  # a RunError is a ValueError
         return _fail(str(err), 2)
     _print_table(rows)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -242,10 +226,9 @@ def _cmd_eval(args, parser) -> int:
 
 
 def _cmd_compare(args, parser) -> int:
+    from genlearn import registry
     from genlearn.compare import ROSTER, compare, parse_budget
     from genlearn.data import DATASETS
-
-    from genlearn import registry
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if models is not None:
@@ -267,13 +250,9 @@ def _cmd_compare(args, parser) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "fit":
-        return _cmd_fit(args, parser)
     if args.command == "sample":
         return _cmd_sample(args)
-    if args.command == "compare":
-        return _cmd_compare(args, parser)
-    return _cmd_eval(args, parser)
+    return {"fit": _cmd_fit, "eval": _cmd_eval, "compare": _cmd_compare}[args.command](args, parser)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ metric that applies (:func:`genlearn.runs.evaluate_run`) and writes
     OUT/report.md                              the page tying them together
     OUT/runs/NAME/                             each model's own run directory
 
-A model that is unavailable, fails or diverges gets a row saying so and the
-comparison goes on.
+Roster rows are registry families (`genlearn.registry`) with options and a
+budget; any registered family name works as a row too. A model that is
+unavailable, fails or diverges gets a row saying so and the comparison goes on.
 """
 
 from __future__ import annotations
@@ -228,11 +229,9 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
       progress: show per-model training progress bars.
       log: where progress lines go.
     """
-    from genlearn import plotting
+    from genlearn import plotting, registry
     from genlearn.data import DATASETS, load_dataset
     from genlearn.runs import evaluate_run, load
-
-    from genlearn import registry
 
     models = list(models or DEFAULT_ROSTER)
     unknown = [m for m in models if m not in ROSTER and m not in registry.names()]
@@ -250,14 +249,11 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
     for i, name in enumerate(models, 1):
         entry = roster_entry(name)
         row: dict[str, Any] = {"model": name, "family": entry.family}
-        why = _available(entry)
-        status = "unavailable"
+        why, status = _available(entry), "unavailable"
         if why is None:
             why, status = _not_applicable(entry, dataset), "n/a"
         if why is not None:
-            row["status"] = status
-            row["error"] = why
-            rows.append(row)
+            rows.append({**row, "status": status, "error": why})
             log(f"[{i}/{len(models)}] {name}: {status} — {why}")
             continue
         steps, max_seconds = _steps_for(entry, dataset, parsed)
@@ -278,18 +274,14 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
             log(f"[{i}/{len(models)}] {name}: done in {row['train_seconds']:.0f} s"
                 + (f", test NLL {row['test_nll']:.4f}" if row.get("test_nll") is not None else "")
                 + (f", W2 {row['w2_exact']:.4f}" if "w2_exact" in row else ""))
-        except FloatingPointError as err:
-            row["status"] = "diverged"
-            row["error"] = str(err)
-            row["train_seconds"] = time.perf_counter() - t0
-            log(f"[{i}/{len(models)}] {name}: diverged — {err}")
         except Exception as err:  # noqa: BLE001 - a failing model gets a row; the comparison goes on
-            row["status"] = "failed"
-            row["error"] = f"{type(err).__name__}: {err}"
-            row["train_seconds"] = time.perf_counter() - t0
-            with open(os.path.join(out, f"error-{name}.txt"), "w") as fh:
-                fh.write(traceback.format_exc())
-            log(f"[{i}/{len(models)}] {name}: failed — {row['error']}")
+            diverged = isinstance(err, FloatingPointError)
+            row.update(status="diverged" if diverged else "failed", train_seconds=time.perf_counter() - t0,
+                       error=str(err) if diverged else f"{type(err).__name__}: {err}")
+            if not diverged:
+                with open(os.path.join(out, f"error-{name}.txt"), "w") as fh:
+                    fh.write(traceback.format_exc())
+            log(f"[{i}/{len(models)}] {name}: {row['status']} — {row['error']}")
         rows.append(row)
     _add_mean_rank(rows)
     rows.sort(key=_sort_key)

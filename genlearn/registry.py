@@ -5,21 +5,11 @@ its per-dataset default options, how to build the model from them, how to
 train it, which command-line options it takes, and whether it applies to a
 dataset at all. `genlearn.runs` does the rest the same way for every family
 (run directories, NLL metrics, figures, loading), so a new family is one
-module with one ``register(Family(...))`` call::
-
-    from genlearn import registry
-
-    registry.register(registry.Family(
-        name="diaggauss",
-        defaults=lambda dataset, chosen: {"steps": 500, "learning_rate": 0.05},
-        build=lambda options, dim, preprocess: diag_gaussian_model(dim),
-        train=train_by_mle,                      # (model, dataset, options, key, ctx) -> (params, history)
-        options=(registry.Option("--steps", "steps", registry.nonneg_int, "training steps"),),
-    ))
-
-Built-in families (``realnvp nice maf iaf spline glow cnf histogram kde gmm
-ebm gan``) live in ``genlearn/{flows,classical,energy,gan}/run.py`` and are
-imported on the first lookup.
+module with one ``register(Family(...))`` call (docs/ARCHITECTURE.md walks
+through a diagonal Gaussian; tests/test_registry.py runs it). Built-in
+families (``realnvp nice maf iaf spline glow cnf histogram kde gmm ebm gan``)
+live in ``genlearn/{flows,classical,energy,gan}/run.py`` and are imported on
+the first lookup.
 """
 
 from __future__ import annotations
@@ -28,7 +18,8 @@ import argparse
 import importlib
 from typing import Any, Callable, NamedTuple
 
-__all__ = ["Option", "Context", "Family", "register", "unregister", "get", "names",
+__all__ = ["Option", "Context", "Family", "register", "unregister", "get", "names", "STEPS", "BATCH_SIZE",
+           "LEARNING_RATE", "HIDDEN", "RESUME",
            "positive_int", "nonneg_int", "positive_float", "nonneg_float", "fraction", "widths"]
 
 _BUILTIN_MODULES = ("genlearn.flows.run", "genlearn.classical.run", "genlearn.energy.run", "genlearn.gan.run")
@@ -86,6 +77,14 @@ class Option(NamedTuple):
     type: Callable[[str], Any]
     help: str
     choices: tuple | None = None
+
+
+# Options several families share (a family may also declare its own with the same flag).
+STEPS = Option("--steps", "steps", nonneg_int, "training steps")
+BATCH_SIZE = Option("--batch-size", "batch_size", positive_int, "minibatch size")
+LEARNING_RATE = Option("--lr", "learning_rate", positive_float, "peak Adam learning rate (cosine decay)")
+HIDDEN = Option("--hidden", "hidden", widths, "hidden widths, e.g. 128,128")
+RESUME = Option("--resume", "resume", bool, "continue from the run's latest checkpoint")
 
 
 class Context(NamedTuple):

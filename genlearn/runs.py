@@ -212,7 +212,8 @@ def fit(family: str, dataset: Dataset, options: dict | None = None, *, out: str 
     ckpt = os.path.join(out, "checkpoints") if out else None
     if ckpt and not resume and os.path.isdir(ckpt):
         shutil.rmtree(ckpt)  # a fresh (non-resumed) run starts from its own first step
-    ctx = registry.Context(seed=int(seed), progress=progress, max_seconds=max_seconds, resume=resume, checkpoint_dir=ckpt,
+    ctx = registry.Context(seed=int(seed), progress=progress, max_seconds=max_seconds, resume=resume,
+                           checkpoint_dir=ckpt,
                            desc=f"fit {fam.name} on {dataset.name}")
     key = jax.random.PRNGKey(seed)
     params, history = fam.train(model, dataset, opts, key, ctx)

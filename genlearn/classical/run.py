@@ -102,16 +102,6 @@ def _applies(name: str, dataset: Dataset) -> str | None:
     return None
 
 
-def _check(name: str, options: dict, dataset) -> str | None:
-    if name == "histogram" and not float(options["padding"]) >= 0:
-        return f"histogram: padding must be >= 0, got {options['padding']}"
-    return None
-
-
-def _report(name, model, params, dataset, options, history, key) -> dict:
-    return {"bandwidth_factor": float(np.asarray(params["chol"])[0, 0])} if name == "kde" else {}
-
-
 def _bandwidth_arg(text: str):
     return text if text in ("scott", "silverman", "cv") else registry.positive_float(text)
 
@@ -146,6 +136,6 @@ for _name in CLASSICAL_MODELS:
         build=lambda options, dim, pre, _n=_name: build(_n, options, dim, pre),
         train=train, options=_OPTIONS[_name],
         applies=lambda dataset, _n=_name: _applies(_n, dataset),
-        check=lambda options, dataset, _n=_name: _check(_n, options, dataset),
-        report=lambda *args, _n=_name: _report(_n, *args),
+        report=(lambda model, params, *_: {"bandwidth_factor": float(np.asarray(params["chol"])[0, 0])})
+        if _name == "kde" else None,
     ))

@@ -34,24 +34,12 @@ from genlearn.energy.training import fit_pcd, persistent_contrastive_divergence
 __all__ = ["DEFAULTS", "default_options", "mcmc_sampler", "build", "train"]
 
 DEFAULTS: dict[str, Any] = {
-    "steps": 4000,
-    "hidden": [128, 128, 128],
-    "activation": "silu",
-    "confinement": 4.0,
-    "learning_rate": 1e-3,
-    "batch_size": 256,
-    "k": 10,
-    "step_size": None,          # 0.5 * proposal_bandwidth^2 (standardised units)
-    "sampler": "mala_jump",
-    "proposal_bandwidth": None,  # mixture std / data std for mixtures, else 0.1
-    "proposal_wide_weight": 0.1,
-    "buffer_size": 10_000,
-    "reinit_prob": 0.05,
-    "alpha": 0.0,
-    "ais_chains": 1000,
-    "ais_temperatures": 500,
-    "sample_steps": 200,
+    "steps": 4000, "hidden": [128, 128, 128], "activation": "silu", "confinement": 4.0, "learning_rate": 1e-3,
+    "batch_size": 256, "k": 10, "sampler": "mala_jump", "proposal_wide_weight": 0.1, "buffer_size": 10_000,
+    "reinit_prob": 0.05, "alpha": 0.0, "ais_chains": 1000, "ais_temperatures": 500, "sample_steps": 200,
     "num_proposal_centers": 1024,
+    "step_size": None,  # 0.5 * proposal_bandwidth^2 (standardised units)
+    "proposal_bandwidth": None,  # mixture std / data std for mixtures, else 0.1
 }
 """Options of the EBM family (the CLI exposes --steps, --hidden, --lr, --mcmc-steps, ...)."""
 
@@ -206,12 +194,11 @@ registry.register(registry.Family(
     applies=lambda dataset: ("the EBM run supports continuous data only (got a discrete dataset)"
                              if dataset.discrete_levels is not None else None),
     options=(
-        registry.Option("--steps", "steps", registry.nonneg_int, "training steps"),
-        registry.Option("--batch-size", "batch_size", registry.positive_int, "minibatch size"),
-        registry.Option("--lr", "learning_rate", registry.positive_float, "peak Adam learning rate (cosine decay)"),
-        registry.Option("--hidden", "hidden", registry.widths, "hidden widths, e.g. 128,128"),
-        registry.Option("--mcmc-steps", "k", registry.positive_int, "ebm: MALA + jump steps per PCD update (default 10)"),
-        registry.Option("--ais-chains", "ais_chains", registry.positive_int, "ebm: AIS chains for log Z (default 1000)"),
+        registry.STEPS, registry.BATCH_SIZE, registry.LEARNING_RATE, registry.HIDDEN,
+        registry.Option("--mcmc-steps", "k", registry.positive_int,
+                        "ebm: MALA + jump steps per PCD update (default 10)"),
+        registry.Option("--ais-chains", "ais_chains", registry.positive_int,
+                        "ebm: AIS chains for log Z (default 1000)"),
         registry.Option("--ais-temperatures", "ais_temperatures", registry.positive_int,
                         "ebm: AIS temperatures (default 500)"),
         registry.Option("--sample-steps", "sample_steps", registry.positive_int,

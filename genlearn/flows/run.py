@@ -92,7 +92,8 @@ def outer_bijector(pre: dict, dim: int) -> core.Bijector:
 def build(name: str, options: dict, dim: int, pre: dict):
     """The data-space Model of flow ``name``."""
     factory, keys = FACTORIES[name]
-    flow = factory(dim, options["num_layers"], tuple(options["hidden"]), **{k: options[k] for k in keys if k in options})
+    kwargs = {k: options[k] for k in keys if k in options}
+    flow = factory(dim, options["num_layers"], tuple(options["hidden"]), **kwargs)
     return from_flow(flow, outer_bijector(pre, dim), data_init=name == "glow")
 
 
@@ -129,17 +130,15 @@ def _check(options: dict, dataset) -> str | None:
 
 
 OPTIONS = (
-    registry.Option("--steps", "steps", registry.nonneg_int, "training steps"),
-    registry.Option("--batch-size", "batch_size", registry.positive_int, "minibatch size"),
-    registry.Option("--lr", "learning_rate", registry.positive_float, "peak Adam learning rate (cosine decay)"),
+    registry.STEPS, registry.BATCH_SIZE, registry.LEARNING_RATE,
     registry.Option("--weight-decay", "weight_decay", registry.nonneg_float, "AdamW weight decay"),
     registry.Option("--layers", "num_layers", registry.positive_int, "number of flow layers"),
-    registry.Option("--hidden", "hidden", registry.widths, "hidden widths, e.g. 128,128"),
+    registry.HIDDEN,
     registry.Option("--val-fraction", "val_fraction", registry.fraction, "validation split for early stopping"),
     registry.Option("--patience", "patience", registry.positive_int,
                     "evaluations without improvement before stopping"),
     registry.Option("--eval-every", "eval_every", registry.positive_int, "steps between validation evaluations"),
-    registry.Option("--resume", "resume", bool, "continue from the run's latest checkpoint"),
+    registry.RESUME,
 )
 
 for _name in FACTORIES:

@@ -325,8 +325,7 @@ FAMILY = registry.register(registry.Family(
     options=(
         registry.Option("--loss", "loss", str, "gan: js|ns|wgan-clip|wgan-gp|sn|hinge|mmd (default wgan-gp; "
                         "also energy|sinkhorn|sliced|moments)"),
-        registry.Option("--steps", "steps", registry.nonneg_int, "generator steps"),
-        registry.Option("--batch-size", "batch_size", registry.positive_int, "minibatch size"),
+        registry.STEPS, registry.BATCH_SIZE,
         registry.Option("--lr", "lr_generator", registry.positive_float, "gan: generator learning rate"),
         registry.Option("--hidden", "hidden", registry.widths, "gan: generator hidden widths"),
         registry.Option("--latent-dim", "latent_dim", registry.positive_int, "gan: latent dimension D"),
@@ -340,6 +339,6 @@ FAMILY = registry.register(registry.Family(
         registry.Option("--r1-weight", "r1_weight", registry.nonneg_float, "gan: R1 penalty weight"),
         registry.Option("--clip", "clip", registry.positive_float, "gan: weight-clipping delta (wgan-clip)"),
         registry.Option("--ema-decay", "ema_decay", registry.fraction, "gan: generator EMA decay in [0, 1)"),
-        registry.Option("--resume", "resume", bool, "continue from the run's latest checkpoint"),
+        registry.RESUME,
     ),
 ))
