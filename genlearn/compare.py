@@ -208,10 +208,6 @@ def _leaderboard_md(rows: list[dict], dataset_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sort_key(row: dict):
-    return (row.get("status") != "ok", row.get("mean_rank", float("inf")))
-
-
 def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = None, *, budget: str | None = None,
             out: str = "runs/compare", seed: int = 0, num_samples: int | None = 2000, progress: bool = True,
             log: Callable[[str], None] = print) -> list[dict]:
@@ -284,7 +280,7 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
             log(f"[{i}/{len(models)}] {name}: {row['status']} — {row['error']}")
         rows.append(row)
     _add_mean_rank(rows)
-    rows.sort(key=_sort_key)
+    rows.sort(key=lambda r: (r.get("status") != "ok", r.get("mean_rank", float("inf"))))
     total = time.perf_counter() - start_all
     with open(os.path.join(out, "leaderboard.json"), "w") as fh:
         json.dump({"data": data, "budget": budget, "seed": seed, "total_seconds": total, "rows": rows}, fh,

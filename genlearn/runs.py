@@ -36,8 +36,7 @@ from genlearn.core.model import Model
 from genlearn.data import Dataset, check_data, load_dataset, nats_to_bits_per_dim, uniform_dequantize
 from genlearn.data.scaling import standardize_stats
 
-__all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run",
-           "dataset_for_run"]
+__all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run"]
 
 
 class RunError(ValueError):
@@ -288,11 +287,6 @@ def load(run_dir: str) -> LoadedRun:
                      lambda key, n: np.asarray(model.sample(params, key, n)), lp)
 
 
-def dataset_for_run(cfg: dict) -> Dataset:
-    """The dataset a run was trained on (same seed, same split)."""
-    return load_dataset(cfg["data"], seed=cfg.get("data_seed", 0))
-
-
 def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
                  run: LoadedRun | None = None) -> dict:
     """Every metric that applies to a saved run, against its dataset's test split.
@@ -306,7 +300,7 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
 
     run = run or load(run_dir)
     cfg = run.config
-    dataset = dataset_for_run(cfg)
+    dataset = load_dataset(cfg["data"], seed=cfg.get("data_seed", 0))  # the run's split
     test = np.asarray(dataset.test)
     n = num_samples or min(len(test), 5000)
     k_sample, k_eval, k_nll = jax.random.split(jax.random.PRNGKey(seed), 3)

@@ -45,21 +45,12 @@ def default_options(name: str, dataset: Dataset) -> dict[str, Any]:
     raise ValueError(f"unknown classical model {name!r}; choose one of {CLASSICAL_MODELS}")
 
 
-def _bandwidth(value):
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def build_estimator(name: str, options: dict, range=None):
     """The estimator of a run; the histogram's box is ``range`` (default: the data's)."""
     if name == "histogram":
         return histogram(int(options["bins"]), range=range, pseudocount=float(options["pseudocount"]))
     if name == "kde":
-        return kde(options["kernel"], _bandwidth(options["bandwidth"]), covariance=options["covariance"])
+        return kde(options["kernel"], options["bandwidth"], covariance=options["covariance"])
     if name == "gmm":
         return gmm(int(options["num_components"]), options["covariance"], reg_covar=float(options["reg_covar"]),
                    n_init=int(options["n_init"]), max_iter=int(options["max_iter"]))

@@ -95,10 +95,11 @@ def mcmc_sampler(unnormalized_log_prob, *, step_size: float, bandwidth: float, w
     return sample
 
 
-def _energy(options: dict, dim: int, pre: dict) -> EnergyModel:
+def _energy(options: dict, dim: int, pre: dict | None = None) -> EnergyModel:
+    """The MLP energy on standardised data, or (``pre`` given) its data-space version."""
     base = mlp_energy(dim, tuple(options["hidden"]), activation=options["activation"],
                       confinement=options["confinement"])
-    return standardized(base, np.asarray(pre["mean"]), np.asarray(pre["std"]))
+    return base if pre is None else standardized(base, np.asarray(pre["mean"]), np.asarray(pre["std"]))
 
 
 def build(options: dict, dim: int, pre: dict):
@@ -139,8 +140,7 @@ def train(model, dataset: Dataset, options: dict, key, ctx: registry.Context):
     rng = np.random.default_rng(ctx.seed)
     centers = u[rng.choice(u.shape[0], min(opts["num_proposal_centers"], u.shape[0]), replace=False)]
     k_init, k_buf, k_fit, k_ais, _ = jax.random.split(key, 5)
-    energy = mlp_energy(model.dim, tuple(opts["hidden"]), activation=opts["activation"],
-                        confinement=opts["confinement"])
+    energy = _energy(opts, model.dim)
     optimizer = optax.adam(optax.cosine_decay_schedule(opts["learning_rate"], max(opts["steps"], 1)), b1=0.5)
     trainer = persistent_contrastive_divergence(
         energy, optimizer, buffer_size=opts["buffer_size"], k=opts["k"], step_size=opts["step_size"],
