@@ -2,17 +2,14 @@
 
 import time
 
-from genlearn.runs import default_train_config, train_run
+from genlearn.runs import fit
 
 
 def fit_with_defaults(model: str, ds, run_dir: str) -> dict:
-    """Trains ``model`` on ``ds`` with ``default_train_config`` into ``run_dir``; returns what the
-    CLI writes to metrics.json plus ``train_seconds`` and the training ``config``."""
-    from genlearn.cli import _report
-
+    """Trains ``model`` on ``ds`` with the CLI defaults into ``run_dir``; returns what the
+    CLI writes to metrics.json plus ``train_seconds`` and the options (``config``)."""
     t0 = time.time()
-    params, run_cfg, res = train_run(model, ds, default_train_config(model, ds), out=run_dir, progress=False)
-    m = _report(run_dir, params, run_cfg, ds, res.history)
+    _, run_cfg, m = fit(model, ds, out=run_dir, progress=False)
     m["train_seconds"] = time.time() - t0
-    m["config"] = run_cfg["train"]
+    m["config"] = run_cfg["options"]
     return m

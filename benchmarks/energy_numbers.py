@@ -3,8 +3,8 @@
     python benchmarks/energy_numbers.py [--steps N] [--only ring8,moons] [--skip-realnvp]
         # writes benchmarks/results/energy_nll.{json,md} and energy_samples.png
 
-For each of ring8 and two moons: `genlearn.energy.run.fit_run` with its
-defaults (PCD, MALA + independent-MH negatives, 4000 steps), held-out NLL with
+For each of ring8 and two moons: `genlearn.runs.fit("ebm", ...)` with the ebm
+family's defaults (PCD, MALA + independent-MH negatives, 4000 steps), held-out NLL with
 log Z by AIS (1000 chains, 500 temperatures), checked against 2-D quadrature,
 and mode coverage of 2000 MCMC samples (ring8). The RealNVP reference is the
 foundation's run (CLI defaults: 8 couplings, 2x128, 20k steps): moons from
@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from genlearn.data import load_dataset
-from genlearn.energy.run import fit_run, sample_run
+from genlearn.runs import fit, load
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -37,21 +37,16 @@ def _realnvp(name: str, ds) -> dict:
             m = json.load(fh)["realnvp/moons"]
         return {"test_nll": m["test_nll"], "test_nll_standardized": m["test_nll_standardized"],
                 "source": "benchmarks/results/foundation.json", "train_seconds": m.get("train_seconds")}
-    from genlearn.cli import _report
-    from genlearn.runs import default_train_config, train_run
-
-    cfg = default_train_config("realnvp", ds)
     t0 = time.time()
     run_dir = os.path.join("runs", f"bench-realnvp-{name}")
-    params, run_cfg, res = train_run("realnvp", ds, cfg, out=run_dir, progress=False)
-    m = _report(run_dir, params, run_cfg, ds, res.history)
+    m = fit("realnvp", ds, out=run_dir, progress=False)[2]
     return {"test_nll": m["test_nll"], "test_nll_standardized": m["test_nll_standardized"],
             "source": "trained here (CLI defaults)", "train_seconds": time.time() - t0}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=None, help="PCD steps (default: fit_run's)")
+    ap.add_argument("--steps", type=int, default=None, help="PCD steps (default: the ebm family's)")
     ap.add_argument("--only", default="ring8,moons")
     ap.add_argument("--skip-realnvp", action="store_true")
     args = ap.parse_args(argv)
@@ -63,7 +58,7 @@ def main(argv=None) -> int:
         ds = load_dataset(name)
         run_dir = os.path.join("runs", f"bench-ebm-{name}")
         t0 = time.time()
-        m = fit_run(ds, run_dir, steps=args.steps, progress=False)
+        m = fit("ebm", ds, out=run_dir, steps=args.steps, progress=False)[2]
         m["total_seconds"] = time.time() - t0
         ref = None if args.skip_realnvp else _realnvp(name, ds)
         row = {"ebm": m, "realnvp": ref}
@@ -71,7 +66,7 @@ def main(argv=None) -> int:
             row["gap_nats"] = m["test_nll"] - ref["test_nll"]
         rows[name] = row
         print(name, json.dumps(row, indent=1), flush=True)
-        panels.append((name, sample_run(run_dir, jax.random.PRNGKey(7), 2000), ds.test[:2000]))
+        panels.append((name, load(run_dir).sample(jax.random.PRNGKey(7), 2000), ds.test[:2000]))
 
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "energy_nll.json"), "w") as fh:

@@ -4,8 +4,8 @@
     python benchmarks/flows2_numbers.py maf/moons cnf/moons   # some rows (merged into the results)
     python benchmarks/flows2_numbers.py --excess              # add the true-density columns to saved runs
 
-Each row trains with ``genlearn fit``'s defaults (``genlearn.runs.default_train_config``,
-the config is recorded) through ``genlearn.runs.train_run`` and reports what the CLI
+Each row trains with ``genlearn fit``'s defaults (the flow family's defaults in
+``genlearn.flows.run``, the options are recorded) through ``genlearn.runs.fit`` and reports what the CLI
 writes to metrics.json: on two moons (20k train / 5k test, noise 0.05) the held-out
 NLL in standardised units; on digits (1400 / 397, seed-0 split, uniform
 dequantisation) bits/dim of the 17-level pixels. Results are merged into
@@ -51,11 +51,11 @@ def excess_over_truth(run_dir: str, ds) -> dict:
     """The true density's test NLL (data and standardised units) and the model's paired excess."""
     if ds.log_prob is None or not os.path.isdir(run_dir):
         return {}
-    from genlearn.runs import load_any
+    from genlearn.runs import load
 
     test = np.asarray(ds.test, np.float64)
     true_lp = ds.log_prob(test)
-    model_lp = np.concatenate([np.asarray(load_any(run_dir).log_prob(test[i:i + 1000]), np.float64)
+    model_lp = np.concatenate([np.asarray(load(run_dir).log_prob(test[i:i + 1000]), np.float64)
                                for i in range(0, len(test), 1000)])
     diff = true_lp - model_lp
     log_std = float(np.sum(np.log(np.std(np.asarray(ds.train, np.float64), axis=0))))

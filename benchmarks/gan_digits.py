@@ -49,7 +49,7 @@ def main():
         pixels = np.clip(np.round(run.samples), 0, ds.discrete_levels - 1)
         plot_digit_grid(pixels[:100], os.path.join(RESULTS, f"gan_digits_{loss}.png"), levels=ds.discrete_levels,
                         title=f"{loss} generator, digits ({run.config['steps']} steps)", rows=10, cols=10)
-        rows.append({"loss": loss, "digits_fid": run.metrics.get("digits_fid"), "steps": run.result.step,
+        rows.append({"loss": loss, "digits_fid": run.metrics.get("fid_features"), "steps": run.result.step,
                      "stop_reason": run.result.stop_reason, "seconds": seconds,
                      "rejected_updates": int(np.sum(run.result.history["nonfinite"])),
                      "config": {k: run.config[k] for k in ("latent_dim", "hidden", "critic_hidden", "critic_steps",

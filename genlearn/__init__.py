@@ -1,13 +1,13 @@
 """genlearn: learning high-dimensional distributions from samples, in pure JAX functions."""
 
 from genlearn import core, flows, losses, nn
-from genlearn.core import Bijector, Distribution, Flow, chain, make_bijector, make_flow
+from genlearn.core import Bijector, Distribution, Flow, Model, chain, make_bijector, make_flow
 
 __version__ = "0.1.0"
 
 # Subpackages with heavier imports load on first attribute access (``gl.metrics``, ``gl.train``, ...).
-_LAZY_SUBMODULES = ("classical", "compare", "data", "energy", "gan", "interop", "metrics", "parallel",
-                    "plotting", "runs", "train")
+_LAZY_SUBMODULES = ("classical", "compare", "data", "distances", "energy", "gan", "interop", "metrics",
+                    "parallel", "plotting", "registry", "runs", "train")
 
 
 def __getattr__(name):
@@ -27,6 +27,7 @@ __all__ = [
     "Bijector",
     "Distribution",
     "Flow",
+    "Model",
     "chain",
     "core",
     "flows",

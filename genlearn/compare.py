@@ -11,14 +11,13 @@ metric that applies (:func:`genlearn.runs.evaluate_run`) and writes
     OUT/report.md                              the page tying them together
     OUT/runs/NAME/                             each model's own run directory
 
-A model that is unavailable, fails or diverges gets a row saying so and the
-comparison goes on.
+Roster rows are registry families (`genlearn.registry`) with options and a
+budget; any registered family name works as a row too. A model that is
+unavailable, fails or diverges gets a row saying so and the comparison goes on.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import math
 import os
@@ -28,41 +27,37 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["ROSTER", "DEFAULT_ROSTER", "Entry", "compare", "parse_budget"]
+__all__ = ["ROSTER", "DEFAULT_ROSTER", "Entry", "roster_entry", "compare", "parse_budget"]
 
 
 class Entry(NamedTuple):
-    """A roster entry: how to fit one model into a run directory."""
+    """A roster row: a registry family with options and a budget."""
 
     name: str
-    family: str  # "classical", "flow", "ebm", "gan"
-    target: str  # the model name its family knows (e.g. "realnvp", "wgan-gp")
-    default_steps: dict  # data kind ("toy" | "pixels") -> steps at the default budget
-    options: dict = {}  # extra keyword arguments of the family's fit_run (never mutated)
+    family: str  # a genlearn.registry name
+    options: dict = {}  # overrides of the family's defaults (never mutated)
+    default_steps: dict = {}  # data kind ("toy" | "pixels") -> steps at the default budget (else the family's)
     time_cap: float | None = None  # seconds: also stop on the clock at the default budget (slow models)
 
 
 # Default budgets: the whole default roster on ring8 fits and evaluates in under 10 minutes on 2 CPU
 # cores (`genlearn compare --data ring8`); every model gets the same data and seed.
+_FLOW_STEPS = {"toy": 2000, "pixels": 2000}
 ROSTER: dict[str, Entry] = {
     e.name: e
     for e in [
-        Entry("histogram", "classical", "histogram", {}),
-        Entry("kde", "classical", "kde", {}),
-        Entry("gmm", "classical", "gmm", {}),
-        Entry("nice", "flow", "nice", {"toy": 2000, "pixels": 2000}),
-        Entry("realnvp", "flow", "realnvp", {"toy": 2000, "pixels": 2000}),
-        Entry("maf", "flow", "maf", {"toy": 2000, "pixels": 2000}),
-        Entry("spline", "flow", "spline", {"toy": 2000, "pixels": 2000}),
-        Entry("glow", "flow", "glow", {"toy": 2000, "pixels": 2000}),
+        Entry("histogram", "histogram"),
+        Entry("kde", "kde"),
+        Entry("gmm", "gmm"),
+        *(Entry(name, name, {}, _FLOW_STEPS) for name in ("nice", "realnvp", "maf", "spline", "glow")),
         # an ODE solve per step: a step budget would be seconds for the others and minutes here
-        Entry("cnf", "flow", "cnf", {"toy": 1000, "pixels": 300}, time_cap=40.0),
+        Entry("cnf", "cnf", {}, {"toy": 1000, "pixels": 300}, time_cap=40.0),
         # a shorter AIS than `genlearn fit ebm` (0.05-nat class accuracy in 2-D; the run records its stderr)
-        Entry("ebm", "ebm", "ebm", {"toy": 800, "pixels": 800},
-              {"ais_chains": 500, "ais_temperatures": 300, "sample_steps": 100}),
-        Entry("gan-js", "gan", "js", {"toy": 3000, "pixels": 2000}),
-        Entry("wgan-gp", "gan", "wgan-gp", {"toy": 2000, "pixels": 1500}),
-        Entry("mmd-gen", "gan", "mmd", {"toy": 4000, "pixels": 2000}),
+        Entry("ebm", "ebm", {"ais_chains": 500, "ais_temperatures": 300, "sample_steps": 100},
+              {"toy": 800, "pixels": 800}),
+        Entry("gan-js", "gan", {"loss": "js"}, {"toy": 3000, "pixels": 2000}),
+        Entry("wgan-gp", "gan", {"loss": "wgan-gp"}, {"toy": 2000, "pixels": 1500}),
+        Entry("mmd-gen", "gan", {"loss": "mmd"}, {"toy": 4000, "pixels": 2000}),
     ]
 }
 
@@ -107,74 +102,49 @@ def parse_budget(text: str | None) -> tuple[str, float] | None:
 
 
 def _available(entry: Entry) -> str | None:
-    """None if the model can run here, else why not."""
-    if entry.family == "flow":
-        from genlearn.runs import FLOW_MODELS
+    """None if the entry's family is registered (and importable) here, else why not."""
+    from genlearn import registry
 
-        return None if entry.target in FLOW_MODELS else f"flow {entry.target!r} is not in this genlearn"
-    if entry.family in ("ebm", "gan"):
-        module = "genlearn.energy.run" if entry.family == "ebm" else "genlearn.gan.run"
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            return f"{module} is not available ({err})"
+    try:
+        registry.get(entry.family)
+    except (ImportError, ValueError) as err:
+        return str(err)
     return None
 
 
 def _not_applicable(entry: Entry, dataset) -> str | None:
     """Why the model does not apply to this data (its row says so), or None."""
-    if entry.family == "ebm" and dataset.discrete_levels is not None:
-        return "the energy-model run is for continuous data"
-    if entry.target == "histogram":
-        from genlearn.classical import MAX_CELLS
-        from genlearn.classical.run import default_options
+    from genlearn import registry
 
-        bins, dim = int(default_options("histogram", dataset)["bins"]), int(dataset.train.shape[1])
-        if float(bins) ** dim > MAX_CELLS:
-            return (f"{bins}^{dim} histogram cells exceed MAX_CELLS = {MAX_CELLS} "
-                    "(the curse of dimensionality)")
-    return None
+    applies = registry.get(entry.family).applies
+    return applies(dataset) if applies else None
 
 
 def _fit_one(entry: Entry, dataset, out: str, steps: int | None, max_seconds: float | None, seed: int,
              progress: bool) -> None:
-    """Fits one roster entry into ``out`` (a run directory genlearn.runs.load_any can read)."""
-    if entry.family == "classical":
-        from genlearn.classical.run import fit_run
+    """Fits one roster entry into the run directory ``out`` (`genlearn.runs.fit`)."""
+    from genlearn.runs import fit
 
-        fit_run(entry.target, dataset, out, seed=seed)
-        return
-    if entry.family == "flow":
-        from genlearn.cli import _report
-        from genlearn.runs import default_train_config, train_run
+    fit(entry.family, dataset, entry.options, out=out, seed=seed, steps=steps, max_seconds=max_seconds,
+        progress=progress)
 
-        config = default_train_config(entry.target, dataset)._replace(seed=seed)
-        if steps is not None:
-            config = config._replace(steps=int(steps))
-        params, cfg, result = train_run(entry.target, dataset, config, out=out, progress=progress,
-                                        max_seconds=max_seconds)
-        _report(out, params, cfg, dataset, result.history, seed=seed)
-        return
-    module = importlib.import_module("genlearn.energy.run" if entry.family == "ebm" else "genlearn.gan.run")
-    kwargs: dict[str, Any] = {"steps": steps, "seed": seed, "progress": progress, **entry.options}
-    if entry.family == "gan":
-        kwargs["loss"] = entry.target
-    if max_seconds is not None:
-        if "max_seconds" not in inspect.signature(module.fit_run).parameters:
-            raise ValueError(f"{module.__name__}.fit_run takes no time budget; give --budget in steps")
-        kwargs["max_seconds"] = max_seconds
-    module.fit_run(dataset, out, **kwargs)
+
+def roster_entry(name: str) -> Entry:
+    """The roster row ``name``, or a row for the registered family ``name`` with its own defaults."""
+    return ROSTER.get(name) or Entry(name, name)
 
 
 def _steps_for(entry: Entry, dataset, budget) -> tuple[int | None, float | None]:
+    from genlearn import registry
+
+    if "steps" not in registry.get(entry.family).defaults(dataset, dict(entry.options)):
+        return None, None  # not iterative (a closed-form or EM fit)
     kind = "pixels" if dataset.discrete_levels is not None else "toy"
-    if entry.family == "classical":
-        return None, None
     if budget is None:
         return entry.default_steps.get(kind), entry.time_cap
     if budget[0] == "steps":
         return int(budget[1]), None
-    # a time budget: a generous step count, stopped by the clock where the family supports it
+    # a time budget: a generous step count, stopped by the clock
     return entry.default_steps.get(kind), float(budget[1])
 
 
@@ -238,10 +208,6 @@ def _leaderboard_md(rows: list[dict], dataset_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sort_key(row: dict):
-    return (row.get("status") != "ok", row.get("mean_rank", float("inf")))
-
-
 def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = None, *, budget: str | None = None,
             out: str = "runs/compare", seed: int = 0, num_samples: int | None = 2000, progress: bool = True,
             log: Callable[[str], None] = print) -> list[dict]:
@@ -249,9 +215,9 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
 
     Args:
       data: a genlearn dataset name (default ``ring8``; ``digits`` works too).
-      models: roster names (default :data:`DEFAULT_ROSTER`).
+      models: roster names or any registered family (default :data:`DEFAULT_ROSTER`).
       budget: ``"N"`` steps for every iterative model, ``"Ns"`` seconds per
-        model (flows stop on the clock), or None for the per-model defaults.
+        model (every iterative family stops on the clock), or None for the per-model defaults.
       out: output directory.
       seed: model/training seed.
       num_samples: samples per model for the metrics (default 2000; exact W2 uses <= 2000, Sinkhorn
@@ -259,12 +225,12 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
       progress: show per-model training progress bars.
       log: where progress lines go.
     """
-    from genlearn import plotting
+    from genlearn import plotting, registry
     from genlearn.data import DATASETS, load_dataset
-    from genlearn.runs import evaluate_run, load_any
+    from genlearn.runs import evaluate_run, load
 
     models = list(models or DEFAULT_ROSTER)
-    unknown = [m for m in models if m not in ROSTER]
+    unknown = [m for m in models if m not in ROSTER and m not in registry.names()]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; the roster is {list(ROSTER)}")
     if data not in DATASETS:
@@ -277,16 +243,13 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
     density_panels: list[tuple[str, Callable]] = []
     start_all = time.perf_counter()
     for i, name in enumerate(models, 1):
-        entry = ROSTER[name]
+        entry = roster_entry(name)
         row: dict[str, Any] = {"model": name, "family": entry.family}
-        why = _available(entry)
-        status = "unavailable"
+        why, status = _available(entry), "unavailable"
         if why is None:
             why, status = _not_applicable(entry, dataset), "n/a"
         if why is not None:
-            row["status"] = status
-            row["error"] = why
-            rows.append(row)
+            rows.append({**row, "status": status, "error": why})
             log(f"[{i}/{len(models)}] {name}: {status} — {why}")
             continue
         steps, max_seconds = _steps_for(entry, dataset, parsed)
@@ -296,7 +259,7 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
         try:
             _fit_one(entry, dataset, run_dir, steps, max_seconds, seed, progress)
             row["train_seconds"] = time.perf_counter() - t0
-            run = load_any(run_dir)
+            run = load(run_dir)
             metrics = evaluate_run(run_dir, seed=seed, num_samples=num_samples, run=run)
             row.update({k: v for k, v in metrics.items() if k not in ("model", "family")})
             row["status"] = "ok"
@@ -307,21 +270,17 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
             log(f"[{i}/{len(models)}] {name}: done in {row['train_seconds']:.0f} s"
                 + (f", test NLL {row['test_nll']:.4f}" if row.get("test_nll") is not None else "")
                 + (f", W2 {row['w2_exact']:.4f}" if "w2_exact" in row else ""))
-        except FloatingPointError as err:
-            row["status"] = "diverged"
-            row["error"] = str(err)
-            row["train_seconds"] = time.perf_counter() - t0
-            log(f"[{i}/{len(models)}] {name}: diverged — {err}")
         except Exception as err:  # noqa: BLE001 - a failing model gets a row; the comparison goes on
-            row["status"] = "failed"
-            row["error"] = f"{type(err).__name__}: {err}"
-            row["train_seconds"] = time.perf_counter() - t0
-            with open(os.path.join(out, f"error-{name}.txt"), "w") as fh:
-                fh.write(traceback.format_exc())
-            log(f"[{i}/{len(models)}] {name}: failed — {row['error']}")
+            diverged = isinstance(err, FloatingPointError)
+            row.update(status="diverged" if diverged else "failed", train_seconds=time.perf_counter() - t0,
+                       error=str(err) if diverged else f"{type(err).__name__}: {err}")
+            if not diverged:
+                with open(os.path.join(out, f"error-{name}.txt"), "w") as fh:
+                    fh.write(traceback.format_exc())
+            log(f"[{i}/{len(models)}] {name}: {row['status']} — {row['error']}")
         rows.append(row)
     _add_mean_rank(rows)
-    rows.sort(key=_sort_key)
+    rows.sort(key=lambda r: (r.get("status") != "ok", r.get("mean_rank", float("inf"))))
     total = time.perf_counter() - start_all
     with open(os.path.join(out, "leaderboard.json"), "w") as fh:
         json.dump({"data": data, "budget": budget, "seed": seed, "total_seconds": total, "rows": rows}, fh,

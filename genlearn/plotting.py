@@ -1,4 +1,7 @@
-"""PNG figures for runs: samples, 2-D densities, digit grids and loss curves (matplotlib, Agg)."""
+"""PNG figures for runs: samples, 2-D densities, digit grids and loss curves (matplotlib, Agg).
+
+A run's figures are one-panel uses of the panel functions that ``genlearn compare`` uses for many models.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["plot_samples_2d", "plot_density_2d", "plot_digit_grid", "plot_loss", "plot_sample_panels",
-           "plot_density_panels", "plot_digit_panels"]
+__all__ = ["plot_digit_grid", "plot_loss", "plot_sample_panels", "plot_density_panels", "plot_digit_panels"]
 
 
 def _plt():
@@ -26,22 +28,6 @@ def _save(fig, path):
     _plt().close(fig)
 
 
-def plot_samples_2d(samples: np.ndarray, data: np.ndarray | None, path: str, title: str = "samples") -> None:
-    """Scatter of model samples beside the data (both (n, 2))."""
-    plt = _plt()
-    panels = [("data", data), (title, samples)] if data is not None else [(title, samples)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
-    lo = np.percentile(np.concatenate([p for _, p in panels if p is not None]), [0.5, 99.5], axis=0)
-    pad = 0.1 * (lo[1] - lo[0])
-    for ax, (name, pts) in zip(axes[0], panels):
-        ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5)
-        ax.set_xlim(lo[0, 0] - pad[0], lo[1, 0] + pad[0])
-        ax.set_ylim(lo[0, 1] - pad[1], lo[1, 1] + pad[1])
-        ax.set_title(name)
-        ax.set_aspect("equal")
-    _save(fig, path)
-
-
 def _density_grid(data: np.ndarray, resolution: int, padding: float):
     """Axes ``gx, gy`` and the ``(resolution**2, 2)`` float32 grid covering the data's 0.5-99.5 % box."""
     lo, hi = np.percentile(data, [0.5, 99.5], axis=0)
@@ -50,19 +36,6 @@ def _density_grid(data: np.ndarray, resolution: int, padding: float):
     gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
     xx, yy = np.meshgrid(gx, gy)
     return gx, gy, np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
-
-
-def plot_density_2d(log_prob: Callable[[np.ndarray], np.ndarray], data: np.ndarray, path: str,
-                    title: str = "model density", resolution: int = 200) -> None:
-    """Heat map of exp(log_prob) on a grid covering the data."""
-    plt = _plt()
-    gx, gy, grid = _density_grid(data, resolution, 0.15)
-    dens = np.exp(np.asarray(log_prob(grid))).reshape(resolution, resolution)
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    im = ax.imshow(dens, origin="lower", extent=(gx[0], gx[-1], gy[0], gy[-1]), cmap="viridis", aspect="auto")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title(title)
-    _save(fig, path)
 
 
 def plot_digit_grid(samples: np.ndarray, path: str, levels: int = 17, title: str = "samples",

@@ -58,7 +58,7 @@ def test_digits_reports_bits_per_dim(tmp_path):
     assert os.path.exists(os.path.join(out, "samples.png"))
 
 
-# one run path (genlearn.classical.run.fit_run) for all three; histogram and kde are slow-marked
+# one run path (genlearn.runs.fit) for all three; histogram and kde are slow-marked
 @pytest.mark.parametrize("model", [pytest.param("histogram", marks=pytest.mark.slow),
                                    pytest.param("kde", marks=pytest.mark.slow), "gmm"])
 def test_fit_classical_writes_the_same_outputs(model, tmp_path, capsys):
@@ -69,7 +69,7 @@ def test_fit_classical_writes_the_same_outputs(model, tmp_path, capsys):
         assert os.path.exists(os.path.join(out, name)), name
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     cfg = json.load(open(os.path.join(out, "config.json")))
-    assert cfg["family"] == "classical" and cfg["model"] == model
+    assert cfg["family"] == model
     # better than the best Gaussian (standardised moons: 2.84 nats), worse than impossible
     assert 0.5 < metrics["test_nll_standardized"] < 2.6, metrics
     # sample reloads the saved params; eval recomputes the same test NLL from them
@@ -90,7 +90,7 @@ def test_fit_ebm_writes_samples_density_and_ais_nll(tmp_path, capsys):
     for name in ("config.json", "metrics.json", "samples.png", "density.png", "model"):
         assert os.path.exists(os.path.join(out, name)), name
     cfg = json.load(open(os.path.join(out, "config.json")))
-    assert cfg["family"] == "ebm" and cfg["model"] == "ebm" and cfg["data"] == "ring8" and cfg["dim"] == 2
+    assert cfg["family"] == "ebm" and cfg["data"] == "ring8" and cfg["dim"] == 2
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert np.isfinite(metrics["test_nll"]) and metrics["test_nll_stderr"] > 0
     assert main(["sample", "--run", out, "-n", "30", "--out", str(tmp_path / "s.npy")]) == 0
@@ -141,7 +141,6 @@ def test_eval_samples_reference_and_modes(tmp_path, capsys):
         (["fit", "realnvp", "--data", "mnist"], "unknown dataset 'mnist'"),
         (["fit", "realnvp", "--steps", "-3"], "--steps: must be >= 0"),
         (["fit", "realnvp", "--batch-size", "0"], "--batch-size: must be >= 1"),
-        (["fit", "realnvp", "--batch-size", "100000", "--steps", "1"], "exceeds the 18000 training rows"),
         (["fit", "realnvp", "--hidden", "a,b"], "comma-separated widths"),
         (["fit", "realnvp", "--lr", "-1"], "--lr: must be a finite number > 0"),
         (["sample", "-n", "3", "--out", "x.npy"], "--run"),
@@ -162,6 +161,10 @@ def test_bad_arguments_exit_2(argv, message, capsys):
 def test_classical_option_mismatch_and_bad_sample_files(tmp_path, capsys):
     assert main(["fit", "kde", "--data", "moons", "--bins", "3", "--out", str(tmp_path / "k")]) == 2
     assert "kde does not take --bins" in capsys.readouterr().err
+    assert main(["fit", "kde", "--data", "moons", "--covariance", "tied", "--out", str(tmp_path / "k")]) == 2
+    assert "kde: --covariance must be isotropic or full, got tied" in capsys.readouterr().err
+    assert main(["fit", "realnvp", "--batch-size", "100000", "--steps", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "exceeds the 18000 training rows" in capsys.readouterr().err
     np.save(tmp_path / "flat.npy", np.zeros(5))
     np.save(tmp_path / "ok.npy", np.zeros((5, 2)))
     assert main(["eval", "--samples", str(tmp_path / "flat.npy"), "--reference", str(tmp_path / "ok.npy")]) == 2
@@ -207,11 +210,11 @@ def test_fit_gan_writes_the_run_and_rejects_bad_options(tmp_path, capsys):
     out = str(tmp_path / "mmd-ring8")
     assert main(["fit", "gan", "--loss", "mmd", "--data", "ring8", "--steps", "200", "--hidden", "16,16",
                  "--base", "normal", "--latent-dim", "3", "--out", out, "--no-progress"]) == 0
-    for name in ("config.json", "metrics.json", "samples.png", "critic.png", "model"):
+    for name in ("config.json", "metrics.json", "samples.png", "loss.png", "model"):
         assert os.path.exists(os.path.join(out, name)), name
     cfg = json.load(open(os.path.join(out, "config.json")))
-    assert cfg["family"] == "gan" and cfg["model"] == "mmd" and cfg["hidden"] == [16, 16]
-    assert cfg["base"] == "normal" and cfg["latent_dim"] == 3
+    assert cfg["family"] == "gan" and cfg["options"]["loss"] == "mmd" and cfg["options"]["hidden"] == [16, 16]
+    assert cfg["options"]["base"] == "normal" and cfg["options"]["latent_dim"] == 3
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["num_modes"] == 8 and {"modes_covered", "high_quality_fraction", "mode_kl"} <= metrics.keys()
     assert main(["sample", "--run", out, "-n", "20", "--out", str(tmp_path / "g.npy")]) == 0
@@ -221,11 +224,9 @@ def test_fit_gan_writes_the_run_and_rejects_bad_options(tmp_path, capsys):
     assert "unknown GAN loss 'vae'" in capsys.readouterr().err
     assert main(["fit", "gan", "--layers", "3", "--out", str(tmp_path / "v")]) == 2
     assert "gan does not take --layers" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["fit", "realnvp", "--loss", "ns"])
-    assert "only for 'fit gan'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["fit", "realnvp", "--base", "uniform"])
+    assert main(["fit", "realnvp", "--loss", "ns"]) == 2
+    assert "realnvp does not take --loss (--loss: only for 'fit gan')" in capsys.readouterr().err
+    assert main(["fit", "realnvp", "--base", "uniform"]) == 2
     assert "only for 'fit gan'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["fit", "gan", "--base", "cauchy"])
@@ -245,7 +246,7 @@ def test_fit_and_sample_every_flows_ii_model(model, tmp_path):
     tiny = ["--steps", "4", "--layers", "1", "--hidden", "8,8", "--eval-every", "2", "--no-progress"]
     assert main(["fit", model, "--data", "moons", "--out", out, *tiny]) == 0
     cfg = json.load(open(os.path.join(out, "config.json")))
-    assert cfg["model"] == model and cfg["train"]["hidden"] == [8, 8]
+    assert cfg["family"] == model and cfg["options"]["hidden"] == [8, 8]
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert np.isfinite(metrics["test_nll"]) and metrics["steps"] == 4
     assert main(["sample", "--run", out, "-n", "16", "--out", str(tmp_path / "s.npy")]) == 0

@@ -30,7 +30,7 @@ def test_compare_writes_leaderboard_figures_and_survives_failures(tmp_path, monk
         return real_fit(entry, *args, **kwargs)
 
     monkeypatch.setattr(cmp, "_fit_one", fit_or_fail)
-    monkeypatch.setitem(cmp.ROSTER, "ghost", cmp.Entry("ghost", "flow", "no-such-flow", {}))
+    monkeypatch.setitem(cmp.ROSTER, "ghost", cmp.Entry("ghost", "no-such-flow"))
     out = str(tmp_path / "cmp")
     lines = []
     rows = cmp.compare("moons", ["gmm", "realnvp", "nice", "kde", "ghost"], budget="40", out=out,

@@ -153,14 +153,20 @@ def test_mmd_generator_learns_the_ring_modes():
 
 
 def test_fit_run_bad_input(tmp_path):
+    from genlearn.data import load_dataset
+    from genlearn.runs import fit
+
+    ring = load_dataset("ring8")
     with pytest.raises(ValueError, match="unknown GAN loss"):
-        gan.run.fit_run("ring8", None, loss="vae")
+        fit("gan", ring, {"loss": "vae"})
     with pytest.raises(ValueError, match="critic_steps"):
-        gan.run.fit_run("ring8", None, loss="wgan-gp", critic_steps=0, steps=1)
+        fit("gan", ring, {"loss": "wgan-gp", "critic_steps": 0}, steps=1)
     with pytest.raises(ValueError, match="latent_dim"):
-        gan.run.fit_run("ring8", None, loss="wgan-gp", latent_dim=0, steps=1)
-    with pytest.raises(ValueError, match="unknown options"):
-        gan.run.fit_run("ring8", None, loss="wgan-gp", foo=1)
+        fit("gan", ring, {"loss": "wgan-gp", "latent_dim": 0}, steps=1)
+    with pytest.raises(ValueError, match="does not take the option"):
+        fit("gan", ring, {"loss": "wgan-gp", "foo": 1})
+    with pytest.raises(ValueError, match="gan does not take the option"):
+        gan.run.train_model("ring8", loss="wgan-gp", foo=1)
 
 
 def test_minmax_step_jit_equals_no_jit():

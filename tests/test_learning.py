@@ -9,7 +9,7 @@ from genlearn import flows
 from genlearn.data import load_dataset, nats_to_bits_per_dim
 from genlearn.data.scaling import standardize, standardize_stats
 from genlearn.losses import nll
-from genlearn.runs import default_train_config, evaluate_nll, train_run
+from genlearn.runs import evaluate_nll, fit as fit_run
 from genlearn.train import fit
 
 def _adam(lr, steps):
@@ -44,11 +44,10 @@ def test_nice_learns_two_moons():
 def test_realnvp_beats_a_gaussian_mixture_on_digits():
     """scikit-learn's best GaussianMixture gets ~2.66 bits/dim on these dequantised digits."""
     ds = load_dataset("digits")
-    cfg = default_train_config("realnvp", ds)._replace(steps=1200)
-    params, run_cfg, res = train_run("realnvp", ds, cfg, progress=False)
-    from genlearn.runs import build_model
+    params, run_cfg, _ = fit_run("realnvp", ds, steps=1200, progress=False)
+    from genlearn import registry
 
-    model = build_model(run_cfg)
+    model = registry.get("realnvp").build(run_cfg["options"], run_cfg["dim"], run_cfg["preprocess"])
     metrics = evaluate_nll(model, params, ds.test, levels=17, key=jax.random.PRNGKey(0))
     assert metrics["bits_per_dim"] < 2.5, metrics
     np.testing.assert_allclose(metrics["bits_per_dim"], nats_to_bits_per_dim(metrics["nll"], 64), rtol=1e-6)

@@ -1,39 +1,28 @@
-"""Runs of the classical estimators: ``genlearn fit histogram|kde|gmm --data NAME``.
+"""The classical families of the run registry: ``genlearn fit histogram|kde|gmm --data NAME``.
 
-A classical run directory has the same layout and outputs as a flow run
-(``config.json`` with ``"family": "classical"``, ``model/``, ``metrics.json``,
-``samples.png``, ``density.png`` for 2-D data), so ``genlearn sample`` and
-``genlearn eval`` treat both alike. Estimators are fitted in data units;
-pixel data are dequantised once (uniform noise) before fitting and scored
-with the same dequantisation bound as the flows (bits per dimension).
+Estimators are fitted in data units by their own ``fit`` (the Model's
+``init(key, data)``); pixel data are dequantised once (uniform noise) before
+fitting and scored like every family (`genlearn.runs`).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genlearn import registry
 from genlearn.classical.gmm import gmm
-from genlearn.classical.histogram import histogram
+from genlearn.classical.histogram import MAX_CELLS, histogram
 from genlearn.classical.kde import kde
-from genlearn.data import Dataset, check_data, nats_to_bits_per_dim, uniform_dequantize
+from genlearn.core.model import from_estimator
+from genlearn.data import Dataset
 
-__all__ = ["CLASSICAL_MODELS", "default_options", "build_estimator", "fit_run", "load_classical_run"]
+__all__ = ["CLASSICAL_MODELS", "default_options", "build_estimator"]
 
 CLASSICAL_MODELS = ("histogram", "kde", "gmm")
-
-# Options each estimator accepts from the command line (None = not given).
-_OPTION_NAMES = {
-    "histogram": ("bins", "pseudocount", "padding"),
-    "kde": ("kernel", "bandwidth", "covariance"),
-    "gmm": ("num_components", "covariance", "reg_covar", "n_init", "max_iter"),
-}
 
 
 def default_options(name: str, dataset: Dataset) -> dict[str, Any]:
@@ -56,132 +45,79 @@ def default_options(name: str, dataset: Dataset) -> dict[str, Any]:
     raise ValueError(f"unknown classical model {name!r}; choose one of {CLASSICAL_MODELS}")
 
 
-def _bandwidth(value):
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def build_estimator(name: str, options: dict, train: np.ndarray | None = None):
-    """The estimator of a run; the histogram's box comes from ``options['range']``."""
+def build_estimator(name: str, options: dict, range=None):
+    """The estimator of a run; the histogram's box is ``range`` (default: the data's)."""
     if name == "histogram":
-        return histogram(int(options["bins"]), range=options.get("range"),
-                         pseudocount=float(options["pseudocount"]))
+        return histogram(int(options["bins"]), range=range, pseudocount=float(options["pseudocount"]))
     if name == "kde":
-        return kde(options["kernel"], _bandwidth(options["bandwidth"]), covariance=options["covariance"])
+        return kde(options["kernel"], options["bandwidth"], covariance=options["covariance"])
     if name == "gmm":
         return gmm(int(options["num_components"]), options["covariance"], reg_covar=float(options["reg_covar"]),
                    n_init=int(options["n_init"]), max_iter=int(options["max_iter"]))
     raise ValueError(f"unknown classical model {name!r}; choose one of {CLASSICAL_MODELS}")
 
 
-def _check_options(name: str, options: dict) -> dict:
-    unknown = sorted(set(options) - set(_OPTION_NAMES[name]))
-    if unknown:
-        raise ValueError(f"{name} does not take the option(s) {unknown}; it takes {list(_OPTION_NAMES[name])}")
-    if name == "histogram":
-        if not int(options["bins"]) >= 1:
-            raise ValueError(f"histogram: bins must be >= 1, got {options['bins']}")
-        if not float(options["padding"]) >= 0:
-            raise ValueError(f"histogram: padding must be >= 0, got {options['padding']}")
-    return options
+def build(name: str, options: dict, dim: int, pre: dict):
+    """``init(key, data)`` fits the estimator (the histogram over the data's box padded by ``padding``)."""
+    model = from_estimator(build_estimator(name, options), dim)
+    if name != "histogram":
+        return model
+
+    def init(key, data=None):
+        if data is None:
+            return model.init(key, data)
+        x = np.asarray(data)
+        low, high = x.min(0), x.max(0)
+        pad = float(options["padding"]) * np.maximum(high - low, 1e-12)
+        box = [[float(a), float(b)] for a, b in zip(low - pad, high + pad)]
+        return build_estimator(name, options, range=box).fit(key, jnp.asarray(data))
+
+    return model._replace(init=init)
 
 
-def _nll(log_prob, params, x, levels, key, num_draws=8, batch=2048) -> dict:
-    """Mean NLL in nats of ``x`` as given (dequantisation bound for pixels)."""
-
-    def lp_all(xs):
-        return np.concatenate([np.asarray(log_prob(params, xs[i:i + batch])) for i in range(0, len(xs), batch)])
-
-    if levels is None:
-        lp = lp_all(jnp.asarray(x))
-        zero = int(np.sum(~np.isfinite(lp)))
-        return {"nll": float(-lp.mean()) if zero == 0 else None, "zero_density": zero}
-    draws, zero = [], 0
-    for k in jax.random.split(key, num_draws):
-        lp = lp_all(uniform_dequantize(k, jnp.asarray(x)))
-        zero = max(zero, int(np.sum(~np.isfinite(lp))))
-        draws.append(-lp.mean())
-    if zero:
-        return {"nll": None, "zero_density": zero}
-    value = float(np.mean(draws))
-    return {"nll": value, "nll_stderr": float(np.std(draws) / math.sqrt(num_draws)),
-            "bits_per_dim": float(nats_to_bits_per_dim(value, x.shape[1])), "zero_density": 0}
+def _applies(name: str, dataset: Dataset) -> str | None:
+    if name != "histogram":
+        return None
+    bins, dim = int(default_options("histogram", dataset)["bins"]), int(dataset.train.shape[1])
+    if float(bins) ** dim > MAX_CELLS:
+        return f"{bins}^{dim} histogram cells exceed MAX_CELLS = {MAX_CELLS} (the curse of dimensionality)"
+    return None
 
 
-def fit_run(name: str, dataset: Dataset, out: str | None = None, *, seed: int = 0, data_seed: int = 0,
-            options: dict | None = None) -> tuple[Any, dict, dict]:
-    """Fits a classical estimator to ``dataset.train``; writes the run to ``out``.
-
-    Returns ``(params, config, metrics)``. Metrics: ``train_nll``/``test_nll``
-    in nats per example of the data as given (``None`` when some point has zero
-    density, e.g. a histogram test point outside the box, with the count in
-    ``test_zero_density``), ``test_nll_standardized`` for the toys (comparable
-    with the flows' figure) and ``test_bits_per_dim`` for pixels.
-    """
-    if name not in CLASSICAL_MODELS:
-        raise ValueError(f"unknown classical model {name!r}; choose one of {CLASSICAL_MODELS}")
-    opts = default_options(name, dataset)
-    opts.update({k: v for k, v in (options or {}).items() if v is not None})
-    opts = _check_options(name, opts)
-    train = check_data(dataset.train, "training data")
-    levels = dataset.discrete_levels
-    key_fit, key_deq, key_eval, key_sample = jax.random.split(jax.random.PRNGKey(seed), 4)
-    fit_data = np.asarray(uniform_dequantize(key_deq, jnp.asarray(train))) if levels is not None else train
-    build = dict(opts)
-    if name == "histogram":
-        low, high = fit_data.min(0), fit_data.max(0)
-        pad = float(opts["padding"]) * np.maximum(high - low, 1e-12)
-        build["range"] = [[float(a), float(b)] for a, b in zip(low - pad, high + pad)]
-    estimator = build_estimator(name, build)
-    params = estimator.fit(key_fit, jnp.asarray(fit_data))
-    cfg = {"family": "classical", "model": name, "data": dataset.name, "data_seed": int(data_seed),
-           "seed": int(seed), "dim": int(train.shape[1]), "discrete_levels": levels, "options": build}
-    tr = _nll(estimator.log_prob, params, train[:5000], levels, key_eval)
-    te = _nll(estimator.log_prob, params, dataset.test, levels, key_eval)
-    metrics = {"model": name, "data": dataset.name, "train_nll": tr["nll"], "test_nll": te["nll"],
-               "num_test": int(dataset.test.shape[0]), "test_zero_density": te["zero_density"]}
-    if levels is not None and te["nll"] is not None:
-        metrics["test_bits_per_dim"] = te["bits_per_dim"]
-        metrics["test_nll_stderr"] = te["nll_stderr"]
-    if levels is None and te["nll"] is not None:
-        from genlearn.data.scaling import standardize_stats
-
-        _, std = standardize_stats(train)
-        metrics["test_nll_standardized"] = te["nll"] - float(np.sum(np.log(np.asarray(std))))
-    if name == "kde":
-        metrics["bandwidth_factor"] = float(np.asarray(params["chol"])[0, 0])
-    if out:
-        from genlearn import plotting
-        from genlearn.train import save_pytree
-
-        os.makedirs(out, exist_ok=True)
-        save_pytree(os.path.join(out, "model"), params, metadata=cfg, overwrite=True)
-        with open(os.path.join(out, "config.json"), "w") as fh:
-            json.dump(cfg, fh, indent=2)
-        with open(os.path.join(out, "metrics.json"), "w") as fh:
-            json.dump(metrics, fh, indent=2)
-        samples = np.asarray(estimator.sample(params, key_sample, 2000))
-        title = f"{name} on {dataset.name}"
-        if cfg["dim"] == 2:
-            plotting.plot_samples_2d(samples, dataset.test, os.path.join(out, "samples.png"), title=f"{title}: samples")
-            lp = jax.jit(estimator.log_prob)
-            plotting.plot_density_2d(lambda g: lp(params, jnp.asarray(g)), dataset.test,
-                                     os.path.join(out, "density.png"), title=f"{title}: density")
-        elif levels is not None:
-            plotting.plot_digit_grid(samples, os.path.join(out, "samples.png"), levels=levels,
-                                     title=f"{title}: samples")
-    return params, cfg, metrics
+def _bandwidth_arg(text: str):
+    return text if text in ("scott", "silverman", "cv") else registry.positive_float(text)
 
 
-def load_classical_run(run_dir: str, cfg: dict):
-    """``(estimator, params)`` of a saved classical run (``cfg`` from its config.json)."""
-    from genlearn.train import load_pytree
+_OPTIONS = {
+    "histogram": (
+        registry.Option("--bins", "bins", registry.positive_int, "histogram: bins per axis (default 40)"),
+        registry.Option("--pseudocount", "pseudocount", registry.nonneg_float,
+                        "histogram: count added to every cell (default 0.01)"),
+        registry.Option("--padding", "padding", registry.nonneg_float,
+                        "histogram: box padding as a fraction of the data range"),
+    ),
+    "kde": (
+        registry.Option("--kernel", "kernel", str, "kde: kernel", ("gaussian", "epanechnikov", "tophat")),
+        registry.Option("--bandwidth", "bandwidth", _bandwidth_arg,
+                        "kde: a number > 0, scott, silverman or cv (default)"),
+        registry.Option("--covariance", "covariance", str, "kde: isotropic|full", ("isotropic", "full")),
+    ),
+    "gmm": (
+        registry.Option("--covariance", "covariance", str, "gmm: full|diag|spherical|tied",
+                        ("full", "diag", "spherical", "tied")),
+        registry.Option("--components", "num_components", registry.positive_int, "gmm: number of components"),
+        registry.Option("--reg-covar", "reg_covar", registry.nonneg_float, "gmm: added to covariance diagonals"),
+        registry.Option("--restarts", "n_init", registry.positive_int, "gmm: EM restarts (n_init)"),
+    ),
+}
 
-    estimator = build_estimator(cfg["model"], cfg["options"])
-    params, _ = load_pytree(os.path.join(run_dir, "model"))
-    params = {k: jnp.asarray(v) for k, v in params.items()}
-    return estimator, params
+for _name in CLASSICAL_MODELS:
+    registry.register(registry.Family(
+        name=_name,
+        defaults=lambda dataset, chosen, _n=_name: default_options(_n, dataset),
+        build=lambda options, dim, pre, _n=_name: build(_n, options, dim, pre),
+        options=_OPTIONS[_name],
+        applies=lambda dataset, _n=_name: _applies(_n, dataset),
+        report=(lambda model, params, *_: {"bandwidth_factor": float(np.asarray(params["chol"])[0, 0])})
+        if _name == "kde" else None,
+    ))

@@ -22,11 +22,13 @@ from genlearn.core.distributions import (
     uniform,
 )
 from genlearn.core.flow import Flow, batch_context, check_batch, make_flow, transformed
+from genlearn.core.model import Model, from_energy, from_estimator, from_flow, from_generator
 
 __all__ = [
     "Bijector",
     "Distribution",
     "Flow",
+    "Model",
     "chain",
     "batch_context",
     "check_batch",
@@ -34,6 +36,10 @@ __all__ = [
     "check_example",
     "diag_gaussian",
     "fixed_affine",
+    "from_energy",
+    "from_estimator",
+    "from_flow",
+    "from_generator",
     "logistic",
     "logit_box",
     "make_base",

@@ -1,29 +1,19 @@
-"""End-to-end EBM runs: train on a genlearn Dataset, save, sample, evaluate (``genlearn fit ebm``).
-
-A run directory holds
-
-    DIR/config.json    "family": "ebm", the energy architecture, the standardisation,
-                       the sampler settings and the proposal centres (everything
-                       `sample_run` needs, without the data)
-    DIR/model/         params (genlearn.train.save_pytree, metadata = config)
-    DIR/metrics.json   test_nll / test_nll_stderr (nats per example in data units,
-                       log Z by AIS), the 2-D quadrature check, mode coverage
-    DIR/samples.png    MCMC samples beside the data
-    DIR/density.png    exp(-V) / Z_AIS on a grid (2-D)
-    DIR/loss.png       the PCD surrogate loss
+"""The EBM family of the run registry (``genlearn fit ebm``).
 
 Training: persistent contrastive divergence with a replay buffer, negatives
 from MALA + independent Metropolis-Hastings jumps (a KDE proposal on the data
 batch, `genlearn.energy.kde_proposal`), on standardised data; the saved model
-is the data-space energy (`genlearn.energy.standardized`).
+is the data-space energy (`genlearn.energy.standardized`). After training,
+``log Z`` is estimated once by AIS and kept in the params with the proposal
+centres of the sampler: params ``{"energy", "log_z", "centers"}``. The Model's
+``sample`` runs MALA + jump chains (:func:`mcmc_sampler`) and its
+``log_prob = -V - log Z`` is flagged as an estimate. metrics.json adds the AIS
+diagnostics (``test_nll_stderr`` is the AIS standard error of ``log Z``), the
+2-D quadrature check and mode coverage.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import time
 from typing import Any
 
 import jax
@@ -31,41 +21,31 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genlearn.data import Dataset, check_data
+from genlearn import registry
+from genlearn.core.model import from_energy
+from genlearn.data import Dataset
 from genlearn.data.scaling import standardize_stats
 from genlearn.energy.ais import gaussian_base, grid_log_z, log_likelihood
-from genlearn.energy.models import mlp_energy, standardized
+from genlearn.energy.models import EnergyModel, mlp_energy, standardized
 from genlearn.energy.samplers import independent_mh, kde_proposal, mala
-from genlearn.energy.training import fit_pcd, persistent_contrastive_divergence
-from genlearn.train import load_pytree, save_pytree
+from genlearn.energy.training import persistent_contrastive_divergence
 
-__all__ = ["DEFAULTS", "default_options", "fit_run", "sample_run", "load_ebm_run"]
+__all__ = ["DEFAULTS", "default_options", "mcmc_sampler", "build", "trainer"]
 
 DEFAULTS: dict[str, Any] = {
-    "steps": 4000,
-    "hidden": [128, 128, 128],
-    "activation": "silu",
-    "confinement": 4.0,
-    "learning_rate": 1e-3,
-    "batch_size": 256,
-    "k": 10,
-    "step_size": None,          # 0.5 * proposal_bandwidth^2 (standardised units)
-    "sampler": "mala_jump",
-    "proposal_bandwidth": None,  # mixture std / data std for mixtures, else 0.1
-    "proposal_wide_weight": 0.1,
-    "buffer_size": 10_000,
-    "reinit_prob": 0.05,
-    "alpha": 0.0,
-    "ais_chains": 1000,
-    "ais_temperatures": 500,
-    "sample_steps": 200,
+    "steps": 4000, "hidden": [128, 128, 128], "activation": "silu", "confinement": 4.0, "learning_rate": 1e-3,
+    "batch_size": 256, "k": 10, "sampler": "mala_jump", "proposal_wide_weight": 0.1, "buffer_size": 10_000,
+    "reinit_prob": 0.05, "alpha": 0.0, "ais_chains": 1000, "ais_temperatures": 500, "sample_steps": 200,
     "num_proposal_centers": 1024,
+    "step_size": None,  # 0.5 * proposal_bandwidth^2 (standardised units)
+    "proposal_bandwidth": None,  # mixture std / data std for mixtures, else 0.1
 }
-"""Options of `fit_run` (the CLI exposes them as --steps, --hidden, --lr, --k, ...)."""
+"""Options of the EBM family (the CLI exposes --steps, --hidden, --lr, --mcmc-steps, ...)."""
 
 
-def default_options(dataset: Dataset, std: np.ndarray) -> dict:
-    """DEFAULTS with the data-dependent ones filled in."""
+def default_options(dataset: Dataset, std: np.ndarray | None = None) -> dict:
+    """DEFAULTS with the data-dependent ones filled in (``std``: the training data's)."""
+    std = np.asarray(standardize_stats(dataset.train)[1] if std is None else std, np.float64)
     opts = dict(DEFAULTS)
     if dataset.std is not None:
         # Sharp mixtures: the proposal and MALA must resolve one component.
@@ -76,32 +56,23 @@ def default_options(dataset: Dataset, std: np.ndarray) -> dict:
     return opts
 
 
-def _model(cfg: dict):
-    base = mlp_energy(cfg["dim"], tuple(cfg["hidden"]), activation=cfg["activation"],
-                      confinement=cfg["confinement"])
-    return base, standardized(base, np.asarray(cfg["mean"]), np.asarray(cfg["std"]))
+def mcmc_sampler(unnormalized_log_prob, *, step_size: float, bandwidth: float, wide_weight: float,
+                 num_steps: int):
+    """``sample(params, centers, key, n) -> (n, dim)``: the last state of ``n`` MALA + jump chains.
 
+    Each step is one MALA move (``step_size``) then one independent
+    Metropolis-Hastings jump from a KDE proposal on ``centers`` (``bandwidth``,
+    a ``wide_weight`` share of wide components). Chains start from a Gaussian
+    fitted to ``centers``.
+    """
 
-def _mcmc_samples(cfg: dict, data_model, params, key, n: int) -> np.ndarray:
-    """``n`` chains of MALA + independent-MH (data-space KDE proposal), last state of each."""
-    centers = jnp.asarray(cfg["proposal_centers"], jnp.float32) * jnp.asarray(cfg["std"]) + jnp.asarray(cfg["mean"])
-    scale = float(np.max(cfg["std"]))
-    mean, cov = gaussian_base(centers)
-    k0, k1 = jax.random.split(key)
-    x0 = mean + jax.random.normal(k0, (n, cfg["dim"])) @ jnp.linalg.cholesky(cov).T
-    run = _sampling_program(data_model, cfg["step_size"] * scale**2, cfg["proposal_bandwidth"] * scale,
-                            cfg["proposal_wide_weight"], cfg["sample_steps"])
-    return np.asarray(run(params, centers, jax.random.split(k1, n), x0))
-
-
-def _sampling_program(data_model, eps: float, h: float, wide_weight: float, steps: int):
     # params and centres are arguments, not closed-over constants: XLA would constant-fold
     # through them and spend most of the compile time there
     @jax.jit
     def run(params, centers, keys, x0):
-        logdens = lambda x: data_model.unnormalized_log_prob(params, x)  # noqa: E731
-        local = mala(logdens, eps)
-        jump = independent_mh(logdens, *kde_proposal(centers, h, wide_weight=wide_weight))
+        logdens = lambda x: unnormalized_log_prob(params, x)  # noqa: E731
+        local = mala(logdens, step_size)
+        jump = independent_mh(logdens, *kde_proposal(centers, bandwidth, wide_weight=wide_weight))
 
         def chain(k, x):
             def body(x, kt):
@@ -109,133 +80,124 @@ def _sampling_program(data_model, eps: float, h: float, wide_weight: float, step
                 j, _ = jump.step(jax.random.fold_in(kt, 1), jump.init(s.position))
                 return j.position, None
 
-            x, _ = jax.lax.scan(body, x, jax.random.split(k, steps))
+            x, _ = jax.lax.scan(body, x, jax.random.split(k, num_steps))
             return x
 
         return jax.vmap(chain)(keys, x0)
 
-    return run
+    def sample(params, centers, key, n):
+        mean, cov = gaussian_base(centers)
+        k0, k1 = jax.random.split(key)
+        x0 = mean + jax.random.normal(k0, (n, centers.shape[1])) @ jnp.linalg.cholesky(cov).T
+        return run(params, centers, jax.random.split(k1, n), x0)
+
+    return sample
 
 
-def fit_run(dataset: Dataset, out: str | None, *, steps: int | None = None, seed: int = 0,
-            data_seed: int = 0, progress: bool = True, max_seconds: float | None = None, **options) -> dict:
-    """Trains an EBM on ``dataset`` (PCD, module docstring), evaluates it and writes the run.
+def _energy(options: dict, dim: int, pre: dict | None = None) -> EnergyModel:
+    """The MLP energy on standardised data, or (``pre`` given) its data-space version."""
+    base = mlp_energy(dim, tuple(options["hidden"]), activation=options["activation"],
+                      confinement=options["confinement"])
+    return base if pre is None else standardized(base, np.asarray(pre["mean"]), np.asarray(pre["std"]))
 
-    Args:
-      dataset: a `genlearn.data.Dataset` (continuous data).
-      out: run directory (created), or None to only return the metrics.
-      steps: PCD steps (default ``DEFAULTS["steps"]``).
-      seed: model/training seed.
-      data_seed: the seed ``dataset`` was generated with (recorded in config.json, so
-        ``genlearn eval`` reloads the same split).
-      progress: tqdm bar.
-      max_seconds: wall-clock training budget (PCD stops at the first chunk
-        boundary past it; the cosine schedule still spans ``steps``).
-      **options: any key of `DEFAULTS` (unknown keys raise ValueError).
 
-    Returns:
-      the metrics dict (also written to ``out/metrics.json``).
-    """
-    if dataset.discrete_levels is not None:
-        raise ValueError("the EBM run supports continuous data only (got a discrete dataset)")
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown EBM option(s) {unknown}; known: {sorted(DEFAULTS)}")
-    train = check_data(dataset.train, "training data")
-    test = check_data(dataset.test, "test data", dim=train.shape[1])
-    mean, std = (np.asarray(a, np.float64) for a in standardize_stats(train))
-    opts = default_options(dataset, std)
-    opts.update({k: v for k, v in options.items() if v is not None})
-    if steps is not None:
-        opts["steps"] = steps
-    if isinstance(opts["steps"], bool) or not isinstance(opts["steps"], (int, np.integer)) or opts["steps"] < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {opts['steps']!r}")
-    u = ((train - mean) / std).astype(np.float32)
-    rng = np.random.default_rng(seed)
+def build(options: dict, dim: int, pre: dict):
+    """The data-space EBM as a Model over params ``{"energy", "log_z", "centers"}`` (centres standardised)."""
+    data_model = _energy(options, dim, pre)
+    mean, std = jnp.asarray(pre["mean"], jnp.float32), jnp.asarray(pre["std"], jnp.float32)
+    scale = float(np.max(pre["std"]))
+    mcmc = mcmc_sampler(data_model.unnormalized_log_prob, step_size=options["step_size"] * scale**2,
+                        bandwidth=options["proposal_bandwidth"] * scale,
+                        wide_weight=options["proposal_wide_weight"], num_steps=options["sample_steps"])
+    model = from_energy(data_model._replace(unnormalized_log_prob=lambda p, x: data_model.unnormalized_log_prob(
+        p["energy"], x)), lambda p, key, n: mcmc(p["energy"], p["centers"] * std + mean, key, n),
+        log_z=lambda p: p["log_z"])
+
+    def init(key, data=None):
+        """Untrained energy, log Z = 0; proposal centres from ``data`` (standardised), else N(0, I) draws."""
+        k_energy, k_centers = jax.random.split(key)
+        m = options["num_proposal_centers"]
+        centers = (jax.random.normal(k_centers, (m, dim)) if data is None
+                   else (jnp.asarray(data)[:m] - mean) / std)
+        return {"energy": data_model.init(k_energy), "log_z": jnp.zeros(()), "centers": centers}
+
+    return model._replace(init=init)
+
+
+def preprocess(dataset: Dataset) -> dict:
+    mean, std = (np.asarray(a, np.float64) for a in standardize_stats(dataset.train))
+    return {"kind": "standardize", "mean": mean.tolist(), "std": std.tolist()}
+
+
+def trainer(model, dataset: Dataset, options: dict, key, ctx: registry.Context) -> registry.Training:
+    """PCD on standardised data; ``finish`` estimates ``log Z`` by AIS (the module docstring)."""
+    opts = options
+    pre = preprocess(dataset)
+    mean, std = np.asarray(pre["mean"]), np.asarray(pre["std"])
+    u = ((np.asarray(dataset.train) - mean) / std).astype(np.float32)
+    rng = np.random.default_rng(ctx.seed)
     centers = u[rng.choice(u.shape[0], min(opts["num_proposal_centers"], u.shape[0]), replace=False)]
-    cfg = {"family": "ebm", "model": "ebm", "data": dataset.name, "data_seed": int(data_seed), "dim": int(train.shape[1]), "seed": int(seed),
-           "mean": mean.tolist(), "std": std.tolist(), "proposal_centers": centers.tolist(),
-           **{k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}}
-    model, data_model = _model(cfg)
-    key = jax.random.PRNGKey(seed)
-    k_init, k_buf, k_fit, k_ais, k_samp = jax.random.split(key, 5)
-    params = model.init(k_init)
+    k_init, _, k_fit, k_ais, _ = jax.random.split(key, 5)
+    energy = _energy(opts, model.dim)
     optimizer = optax.adam(optax.cosine_decay_schedule(opts["learning_rate"], max(opts["steps"], 1)), b1=0.5)
-    trainer = persistent_contrastive_divergence(
-        model, optimizer, buffer_size=opts["buffer_size"], k=opts["k"], step_size=opts["step_size"],
+    pcd = persistent_contrastive_divergence(
+        energy, optimizer, buffer_size=opts["buffer_size"], k=opts["k"], step_size=opts["step_size"],
         alpha=opts["alpha"], reinit_prob=opts["reinit_prob"], sampler=opts["sampler"],
         proposal_bandwidth=opts["proposal_bandwidth"], proposal_wide_weight=opts["proposal_wide_weight"],
         init_range=3.0,
     )
-    state = trainer.init(params, k_buf)
-    t0 = time.time()
-    state, history = fit_pcd(trainer, state, u, key=k_fit, steps=opts["steps"],
-                             batch_size=min(opts["batch_size"], u.shape[0]), progress=progress,
-                             progress_desc=f"fit ebm on {dataset.name}", max_seconds=max_seconds)
-    train_seconds = time.time() - t0
-    params = state.params
-    if not all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(params)):
-        raise FloatingPointError("training produced non-finite params; nothing was saved")
 
-    ll = log_likelihood(data_model, params, test, k_ais, num_chains=opts["ais_chains"],
-                        num_temperatures=opts["ais_temperatures"])
-    metrics = {"model": "ebm", "family": "ebm", "data": dataset.name, "test_nll": ll.nll, "test_nll_stderr": ll.nll_stderr,
-               "test_nll_standardized": ll.nll - float(np.sum(np.log(std))),
-               "test_nll_sample_stderr": ll.sample_stderr, "log_z": ll.log_z, "ais_ess": ll.ais.ess,
-               "ais_acceptance_rate": ll.ais.acceptance_rate, "num_test": int(test.shape[0]),
-               "steps": int(len(history["loss"])), "train_seconds": train_seconds}
-    f = jax.jit(lambda x: data_model.unnormalized_log_prob(params, x))
-    if cfg["dim"] == 2:
-        lo, hi = train.min(0) - 3 * std / 4, train.max(0) + 3 * std / 4
-        res = int(min(2000, max(400, 8 * np.max(hi - lo) / (opts["proposal_bandwidth"] * np.max(std)))))
+    def finish(result):
+        ll = log_likelihood(_energy(opts, model.dim, pre), result.params, dataset.test, k_ais,
+                            num_chains=opts["ais_chains"], num_temperatures=opts["ais_temperatures"])
+        params = {"energy": result.params, "log_z": jnp.asarray(ll.log_z, jnp.float32),
+                  "centers": jnp.asarray(centers)}
+        return params, {"test_nll_stderr": ll.nll_stderr, "test_nll_sample_stderr": ll.sample_stderr,
+                        "log_z": ll.log_z, "ais_ess": ll.ais.ess, "ais_acceptance_rate": ll.ais.acceptance_rate}
+
+    return registry.Training(pcd, energy.init(k_init), u, k_fit, opts["steps"], min(opts["batch_size"], u.shape[0]),
+                             max_nonfinite=20, finish=finish)
+
+
+def _report(model, params, dataset: Dataset, options: dict, history, key) -> dict:
+    """The 2-D quadrature check of ``log Z`` and the mode coverage of 2000 MCMC samples."""
+    out: dict[str, Any] = {}
+    train_x, test = np.asarray(dataset.train), np.asarray(dataset.test)
+    if model.dim == 2:
+        std = np.asarray(standardize_stats(train_x)[1], np.float64)
+        energy = _energy(options, model.dim, preprocess(dataset))
+        f = jax.jit(lambda x: energy.unnormalized_log_prob(params["energy"], x))
+        lo, hi = train_x.min(0) - 3 * std / 4, train_x.max(0) + 3 * std / 4
+        res = int(min(2000, max(400, 8 * np.max(hi - lo) / (options["proposal_bandwidth"] * np.max(std)))))
         log_z_grid = grid_log_z(f, lo, hi, res)
-        metrics["log_z_quadrature"] = log_z_grid
-        metrics["test_nll_quadrature"] = float(-np.mean(np.asarray(f(jnp.asarray(test)))) + log_z_grid)
-    samples = _mcmc_samples(cfg, data_model, params, k_samp, 2000)
+        out["log_z_quadrature"] = log_z_grid
+        out["test_nll_quadrature"] = float(-np.mean(np.asarray(f(jnp.asarray(test)))) + log_z_grid)
     if dataset.centers is not None:
         from genlearn.metrics import mode_coverage
 
+        samples = np.asarray(model.sample(params, jax.random.split(key, 5)[4], 2000))
         mc = mode_coverage(samples, dataset.centers, dataset.std)
-        metrics.update(modes_covered=int(mc.modes_covered), num_modes=int(len(dataset.centers)),
-                       high_quality_fraction=float(mc.high_quality_fraction))
-    if out:
-        os.makedirs(out, exist_ok=True)
-        save_pytree(os.path.join(out, "model"), params, metadata=cfg, overwrite=True)
-        for name, content in (("config.json", cfg), ("metrics.json", metrics)):
-            with open(os.path.join(out, name), "w") as fh:
-                json.dump(content, fh, indent=2)
-        from genlearn import plotting
-
-        plotting.plot_loss({"train_loss": history["loss"]}, os.path.join(out, "loss.png"),
-                           ylabel="PCD surrogate E[V(data)] - E[V(samples)]")
-        if cfg["dim"] == 2:
-            plotting.plot_samples_2d(samples, train[:2000], os.path.join(out, "samples.png"),
-                                     title="EBM MCMC samples")
-            log_z = ll.log_z
-            plotting.plot_density_2d(lambda x: np.asarray(f(jnp.asarray(x))) - log_z, train,
-                                     os.path.join(out, "density.png"),
-                                     title="exp(-V) / Z (Z by AIS)")
-    return metrics
+        out.update(modes_covered=int(mc.modes_covered), num_modes=int(len(dataset.centers)),
+                   high_quality_fraction=float(mc.high_quality_fraction))
+    return out
 
 
-def load_ebm_run(out: str):
-    """``(data_model, params, config)`` of a run directory written by `fit_run`."""
-    path = os.path.join(out, "config.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"{out!r} is not an EBM run: config.json is missing")
-    with open(path) as fh:
-        cfg = json.load(fh)
-    if cfg.get("family") != "ebm":
-        raise ValueError(f"{out!r} is not an EBM run (family {cfg.get('family')!r})")
-    model, data_model = _model(cfg)
-    like = model.init(jax.random.PRNGKey(0))
-    params, _ = load_pytree(os.path.join(out, "model"), like=like)
-    return data_model, params, cfg
-
-
-def sample_run(out: str, key: jax.Array, n: int) -> np.ndarray:
-    """``(n, dim)`` MCMC samples (data units) from the EBM saved in ``out``."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    data_model, params, cfg = load_ebm_run(out)
-    return _mcmc_samples(cfg, data_model, params, key, int(n))
+registry.register(registry.Family(
+    name="ebm",
+    defaults=lambda dataset, chosen: default_options(dataset),
+    build=build, trainer=trainer, preprocess=preprocess, report=_report,
+    applies=lambda dataset: ("the EBM run supports continuous data only (got a discrete dataset)"
+                             if dataset.discrete_levels is not None else None),
+    options=(
+        registry.STEPS, registry.BATCH_SIZE, registry.LEARNING_RATE, registry.HIDDEN,
+        registry.Option("--mcmc-steps", "k", registry.positive_int,
+                        "ebm: MALA + jump steps per PCD update (default 10)"),
+        registry.Option("--ais-chains", "ais_chains", registry.positive_int,
+                        "ebm: AIS chains for log Z (default 1000)"),
+        registry.Option("--ais-temperatures", "ais_temperatures", registry.positive_int,
+                        "ebm: AIS temperatures (default 500)"),
+        registry.Option("--sample-steps", "sample_steps", registry.positive_int,
+                        "ebm: MCMC steps per drawn sample (default 200)"),
+    ),
+    loss_label="PCD surrogate E[V(data)] - E[V(samples)]",
+))

@@ -19,7 +19,7 @@ for one layer, and ``glow(...).init(key, x_batch)`` for a whole Glow (the
 batch is pushed through the layers in the normalizing direction and each
 ActNorm is initialised on the batch it actually receives). The *bijector*
 level ``init(key)`` of every piece is the identity initialisation (so the
-Bijector protocol, ``transformed`` and ``load_run`` keep working);
+Bijector protocol, ``transformed`` and ``genlearn.runs.load`` keep working);
 ``glow(..., data_init=True).init(key)`` without a batch raises a ValueError,
 so an un-initialised ActNorm cannot be used by accident through the Flow API.
 """

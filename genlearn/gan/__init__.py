@@ -6,7 +6,7 @@
 * ``objectives``: adversarial objectives (js, ns, wgan-clip, wgan-gp, sn, hinge; GP, R1).
 * ``minmax``: the min-max update as a ``genlearn.train.Trainer``; ``weak_generator``.
 * ``train``: ``train_gan``, a shorthand for ``genlearn.train.run_trainer``.
-* ``run``: ``fit_run`` / ``sample_run`` behind ``genlearn fit gan``.
+* ``run``: the ``gan`` family of `genlearn.registry` (``genlearn fit gan``), ``train_model``, ``train_seeds``.
 """
 
 from genlearn.gan.critics import Critic, clip_params, critic, init_spectral_state, spectral_normalize
@@ -21,7 +21,7 @@ from genlearn.gan.objectives import (
     r1_penalty,
 )
 from genlearn.gan.train import train_gan
-from genlearn.gan import run  # noqa: E402  (fit_run / sample_run; after the modules it uses)
+from genlearn.gan import run  # noqa: E402  (the registry family; after the modules it uses)
 from genlearn.gan.weak import (
     WEAK_LOSSES,
     energy_distance,

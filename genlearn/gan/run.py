@@ -1,18 +1,15 @@
-"""Run directories for the GAN family: ``fit_run`` / ``sample_run`` (``genlearn fit gan``).
+"""The GAN family of the run registry (``genlearn fit gan --loss L``), and multi-seed training.
 
-``fit_run`` trains a generator on a data set with an adversarial objective
-(``js``, ``ns``, ``wgan-clip``, ``wgan-gp``, ``sn``, ``hinge``) or directly on
-a weak loss (``mmd``: the GMMN generator; ``energy``, ``sinkhorn``,
-``sliced``, ``moments``), with per-loss defaults, and writes
-
-* ``config.json`` (``"family": "gan"`` and everything needed to rebuild),
-* ``model/`` (``genlearn.train.save_pytree``: generator params used for
-  sampling, the EMA when on, and the critic),
-* ``checkpoints/`` (``train_gan``; ``resume=True`` continues from them),
-* ``samples.png``, ``critic.png`` (the critic's weak-distance estimate per step),
-* ``metrics.json``: ``modes_covered``, ``num_modes``, ``high_quality_fraction``,
-  ``mode_kl`` for mixtures with known centres; ``test_mmd2`` and
-  ``test_energy_distance`` otherwise; ``digits_fid`` for digits.
+A generator is trained on a data set with an adversarial objective (``js``,
+``ns``, ``wgan-clip``, ``wgan-gp``, ``sn``, ``hinge``) or directly on a weak
+loss (``mmd``: the GMMN generator; ``energy``, ``sinkhorn``, ``sliced``,
+``moments``), with per-loss defaults (:func:`default_options`). The run
+directory is written by `genlearn.runs` (params: the generator used for
+sampling, the EMA when on; ``checkpoints/`` from the driver; ``loss.png``
+is the critic's weak-distance estimate per step). metrics.json adds
+``modes_covered``, ``num_modes``, ``high_quality_fraction``, ``mode_kl`` for
+mixtures with known centres; ``test_mmd2`` and ``test_energy_distance``
+otherwise; ``fid_features`` (the digits classifier's FID) for digits.
 
 Pixels (data with ``discrete_levels``) are mapped to ``[-1, 1]`` and the
 generator ends in ``tanh``; samples are mapped back.
@@ -20,9 +17,7 @@ generator ends in ``tanh``; samples are mapped back.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -30,24 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genlearn import registry
+from genlearn.core.model import from_generator
 from genlearn.gan.critics import critic
 from genlearn.gan.generators import generator
 from genlearn.gan.minmax import GANInfo, minmax, weak_generator
 from genlearn.gan.objectives import OBJECTIVES, objective
-from genlearn.gan.train import train_gan
+from genlearn.train import run_trainer
 from genlearn.gan.weak import WEAK_LOSSES, weak_loss
 
-__all__ = ["GAN_LOSSES", "GANRun", "default_options", "build_algorithm", "run_config", "train_model", "train_seeds",
-           "fit_run", "sample_run", "load_generator"]
+__all__ = ["GAN_LOSSES", "GANRun", "default_options", "build_algorithm", "run_config", "train_model", "train_seeds"]
 
 GAN_LOSSES = OBJECTIVES + WEAK_LOSSES
-
-_OPTION_NAMES = (
-    "latent_dim", "hidden", "critic_hidden", "base", "critic_steps", "batch_size", "lr_generator",
-    "lr_critic", "ema_decay", "gp_weight", "r1_weight", "clip", "bandwidths", "kernel", "epsilon",
-    "num_projections", "order", "activation", "chunk", "resume", "data_seed",
-)
-
 
 def default_options(loss: str, dataset) -> dict:
     """Per-loss and per-data defaults (tuned on ring8 / grid25; see benchmarks/mode_collapse.py)."""
@@ -117,8 +106,7 @@ def build_algorithm(cfg: dict):
     """``(generator, MinMax)`` from a run config (``config.json`` contents)."""
     loss = cfg["loss"]
     pixels = cfg["output"] == "tanh"
-    gen = generator(cfg["dim"], cfg["latent_dim"], tuple(cfg["hidden"]), cfg["base"],
-                    activation=cfg["activation"], output=cfg["output"])
+    gen = _generator(cfg, cfg["dim"], cfg["output"])
     sched = lambda lr: optax.cosine_decay_schedule(lr, cfg["steps"], 0.05) if cfg["steps"] > 0 else lr
     if loss in WEAK_LOSSES:
         wopts = {k: cfg[k] for k in ("kernel", "bandwidths", "epsilon", "num_projections", "order") if k in cfg}
@@ -138,13 +126,18 @@ def build_algorithm(cfg: dict):
     return gen, algo
 
 
+def _generator(options: dict, dim: int, output: str):
+    return generator(dim, options["latent_dim"], tuple(options["hidden"]), options["base"],
+                     activation=options["activation"], output=output)
+
+
 def _sample_model(gen, params, cfg, key, n) -> np.ndarray:
     x = np.asarray(jax.jit(gen.sample, static_argnums=2)(params, key, n), np.float64)
     return x * cfg["scale"] + cfg["shift"]
 
 
 class GANRun(NamedTuple):
-    """Everything :func:`train_model` produced (also what ``fit_run`` writes)."""
+    """Everything :func:`train_model` produced (``genlearn fit gan`` writes the same through `genlearn.runs`)."""
 
     generator: Any
     params: Any
@@ -156,43 +149,46 @@ class GANRun(NamedTuple):
 
 def run_config(dataset: Any, *, loss: str = "wgan-gp", steps: int | None = None, seed: int = 0,
                **options: Any) -> tuple[Any, dict]:
-    """``(dataset, config)``: the validated defaults of :func:`default_options` with ``options`` applied.
+    """``(dataset, config)``: the gan family's checked options (:func:`default_options` with ``options``
+    applied, None values ignored) in one flat dict with the data scaling (``dim``, ``shift``, ``scale``,
+    ``output``); ``dataset`` may be a name (loaded with ``options["data_seed"]``)."""
+    from genlearn.data import load_dataset
+    from genlearn.runs import resolve_options
 
-    The config is what ``config.json`` holds (``"family": "gan"``, ``"model"``,
-    ``"data"``, ``"dim"``, the data scaling and every hyperparameter).
-    """
-    from genlearn.data import check_data, load_dataset
-
-    options = dict(options)
+    resume, data_seed = bool(options.pop("resume", False)), int(options.pop("data_seed", 0) or 0)
     if isinstance(dataset, str):
-        dataset = load_dataset(dataset, seed=int(options.get("data_seed") or 0))
-    unknown = set(options) - set(_OPTION_NAMES)
-    if unknown:
-        raise ValueError(f"fit_run: unknown options {sorted(unknown)}; allowed: {sorted(_OPTION_NAMES)}")
-    resume = bool(options.pop("resume", False))
-    data_seed = int(options.pop("data_seed", 0) or 0)
-    opts = default_options(loss, dataset)
-    opts.update({k: v for k, v in options.items() if v is not None})
-    if steps is not None:
-        opts["steps"] = steps
-    if isinstance(opts["steps"], bool) or not isinstance(opts["steps"], int) or opts["steps"] < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {opts['steps']!r}")
-    if loss in OBJECTIVES and opts["critic_steps"] < 1:
-        raise ValueError(f"critic_steps (m) must be >= 1 for adversarial loss {loss!r}, got {opts['critic_steps']}")
-    train = check_data(dataset.train, "training data")
-    shift, scale = _scaling(dataset)
-    cfg = {"family": "gan", "model": loss, "loss": loss, "data": dataset.name, "data_seed": data_seed,
-           "seed": int(seed), "dim": int(train.shape[1]), "shift": shift, "scale": scale,
-           "output": "tanh" if dataset.discrete_levels is not None else "linear",
+        dataset = load_dataset(dataset, seed=data_seed)
+    opts = resolve_options(FAMILY, dataset, {**options, "loss": loss, "steps": steps})
+    cfg = {"family": "gan", "model": loss, "data": dataset.name, "data_seed": data_seed, "seed": int(seed),
            "discrete_levels": dataset.discrete_levels, "resume": resume}
-    cfg.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()})
-    return dataset, cfg
+    return dataset, {**cfg, **_run_cfg(opts, int(dataset.train.shape[1]), _preprocess(dataset))}
+
+
+def _check(options: dict, dataset) -> str | None:
+    steps = options["steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        return f"steps must be an integer >= 1, got {steps!r}"
+    if options["loss"] in OBJECTIVES and options["critic_steps"] < 1:
+        return f"critic_steps (m) must be >= 1 for adversarial loss {options['loss']!r}, got {options['critic_steps']}"
+    return None
+
+
+def _eval_samples(gen, params, cfg, dataset, key_eval) -> np.ndarray:
+    return _sample_model(gen, params, cfg, key_eval, 5000 if dataset.discrete_levels is None else 2000)
 
 
 def _finish(dataset, gen, cfg, result, key_eval) -> GANRun:
     params = result.state.ema if cfg["ema_decay"] is not None else result.state.generator
-    samples = _sample_model(gen, params, cfg, key_eval, 5000 if dataset.discrete_levels is None else 2000)
-    return GANRun(gen, params, cfg, result, samples, _metrics(dataset, samples, cfg["loss"], result))
+    samples = _eval_samples(gen, params, cfg, dataset, key_eval)
+    metrics = _metrics(dataset, samples, cfg["loss"], result.step, result.stop_reason, result.history["distance"])
+    return GANRun(gen, params, cfg, result, samples, metrics)
+
+
+def _training(algo, cfg: dict, dataset, key) -> registry.Training:
+    """The driver's job for one seed (`genlearn fit gan` and :func:`train_model`): the generator, critic
+    and spectral-norm state come from ``algo.init`` on the driver's init key, as in :func:`train_seeds`."""
+    return registry.Training(algo, None, _model_data(dataset, cfg), jax.random.split(key, 3)[1], cfg["steps"],
+                             algo.batch_size, eval_every=cfg["chunk"])
 
 
 def _model_data(dataset, cfg):
@@ -202,19 +198,20 @@ def _model_data(dataset, cfg):
 def train_model(dataset: Any, *, loss: str = "wgan-gp", steps: int | None = None, seed: int = 0,
                 progress: bool = True, checkpoint_dir: str | None = None, max_seconds: float | None = None,
                 **options: Any) -> GANRun:
-    """Builds and trains a generator (the work of :func:`fit_run`, writing nothing but checkpoints).
+    """Builds and trains a generator, writing nothing but checkpoints (``genlearn fit gan`` writes a run).
 
-    Arguments as in :func:`fit_run`. Returns a :class:`GANRun` whose ``samples``
-    (5000 for toys, 2000 for pixels; data scale) were drawn with the key
-    ``split(PRNGKey(seed), 3)[2]`` and scored into ``metrics``.
+    ``options``: overrides of :func:`default_options` (None values ignored), ``resume`` and ``data_seed``
+    (:func:`run_config`). Returns a :class:`GANRun` whose ``samples`` (5000 for toys, 2000 for pixels;
+    data scale) were drawn with the key ``split(PRNGKey(seed), 3)[2]`` and scored into ``metrics``.
     """
     dataset, cfg = run_config(dataset, loss=loss, steps=steps, seed=seed, **options)
     gen, algo = build_algorithm(cfg)
-    key_init, key_train, key_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
-    result = train_gan(algo, algo.init(key_init), _model_data(dataset, cfg), steps=cfg["steps"], key=key_train,
-                       chunk=cfg["chunk"], checkpoint_dir=checkpoint_dir, resume=cfg.pop("resume"),
-                       progress=progress, progress_desc=f"gan {loss}", max_seconds=max_seconds)
-    return _finish(dataset, gen, cfg, result, key_eval)
+    key = jax.random.PRNGKey(seed)
+    t = _training(algo, cfg, dataset, key)
+    result = run_trainer(t.trainer, t.params, t.data, steps=t.steps, batch_size=t.batch_size, key=t.key,
+                         eval_every=t.eval_every, checkpoint_dir=checkpoint_dir, resume=cfg.pop("resume"),
+                         progress=progress, progress_desc=f"gan {cfg['loss']}", max_seconds=max_seconds)
+    return _finish(dataset, gen, cfg, result, jax.random.split(key, 3)[2])
 
 
 def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", steps: int | None = None,
@@ -227,7 +224,7 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
     (1e-6 after 100 steps), but adversarial training is chaotic: over
     thousands of steps a seed's outcome can differ between ``train_model``,
     3 vmapped seeds and 10 vmapped seeds. Each call is deterministic on CPU. A rejected (non-finite) update leaves that seed's state unchanged
-    and is counted in its history, as in :func:`~genlearn.gan.train.train_gan`;
+    and is counted in its history, as in the driver;
     no checkpoints, no early stop.
     """
     from genlearn.train import FitResult, minibatch_indices
@@ -244,7 +241,7 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
 
     @jax.jit
     def run(keys):  # the driver's batches and step keys, per seed (genlearn.train.run_trainer)
-        states = jax.vmap(lambda k: algo.init(k))(keys[:, 0])
+        states = jax.vmap(lambda k: algo.init(jax.random.fold_in(k, 4)))(keys[:, 1])  # the driver's init key
         _, shuffle, step_keys, _ = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 4))(keys[:, 1]), 1, 0)
 
         def one(state, shuffle_key, step_key, t):
@@ -270,66 +267,11 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
     return out
 
 
-def fit_run(dataset: Any, out: str | None, *, loss: str = "wgan-gp", steps: int | None = None, seed: int = 0,
-            progress: bool = True, max_seconds: float | None = None, **options: Any) -> dict:
-    """Trains a generator on ``dataset`` with ``loss``; writes the run directory ``out``.
-
-    Args:
-      dataset: a ``genlearn.data.Dataset`` or a data-set name.
-      out: run directory (None: nothing written, metrics still returned).
-      loss: one of :data:`GAN_LOSSES`.
-      steps: generator steps (default: per data set, :func:`default_options`).
-      seed: model / training seed.
-      progress: tqdm bar.
-      max_seconds: wall-clock budget (training stops at the end of a chunk past it).
-      **options: overrides of :func:`default_options` (``latent_dim``,
-        ``hidden``, ``critic_hidden``, ``base``, ``critic_steps``,
-        ``batch_size``, ``lr_generator``, ``lr_critic``, ``ema_decay``,
-        ``gp_weight``, ``r1_weight``, ``clip``, ``bandwidths``, ``kernel``,
-        ``epsilon``, ``num_projections``, ``order``, ``activation``,
-        ``chunk``, ``resume``, ``data_seed``); None values are ignored.
-
-    Returns:
-      The metrics dict (also written to ``out/metrics.json``).
-
-    Raises:
-      ValueError: unknown loss or option, invalid hyperparameters.
-    """
-    from genlearn.data import load_dataset
-
-    if isinstance(dataset, str):
-        dataset = load_dataset(dataset, seed=int(options.get("data_seed") or 0))
-    ckpt = os.path.join(out, "checkpoints") if out is not None else None
-    run = train_model(dataset, loss=loss, steps=steps, seed=seed, progress=progress, checkpoint_dir=ckpt,
-                      max_seconds=max_seconds, **options)
-    cfg, samples, metrics, result = run.config, run.samples, run.metrics, run.result
-    if out is not None:
-        from genlearn.plotting import plot_digit_grid, plot_loss, plot_samples_2d
-        from genlearn.train import save_pytree
-
-        os.makedirs(out, exist_ok=True)
-        save_pytree(os.path.join(out, "model"), {"generator": run.params, "critic": result.state.critic},
-                    metadata=cfg, overwrite=True)
-        with open(os.path.join(out, "config.json"), "w") as fh:
-            json.dump(cfg, fh, indent=2)
-        if dataset.discrete_levels is not None:
-            plot_digit_grid(samples, os.path.join(out, "samples.png"), levels=dataset.discrete_levels,
-                            title=f"{loss} samples")
-        elif samples.shape[1] >= 2:
-            plot_samples_2d(samples[:, :2], np.asarray(dataset.test)[:, :2], os.path.join(out, "samples.png"),
-                            title=f"{loss} samples")
-        plot_loss({"train_loss": result.history["distance"]}, os.path.join(out, "critic.png"),
-                  ylabel="weak loss" if loss in WEAK_LOSSES else "critic distance estimate")
-        with open(os.path.join(out, "metrics.json"), "w") as fh:
-            json.dump(metrics, fh, indent=2)
-    return metrics
-
-
-def _metrics(dataset, samples, loss, result) -> dict:
+def _metrics(dataset, samples, loss, steps, stop_reason, distance) -> dict:
     from genlearn.metrics import digits_fid, energy_distance, mmd2, mode_coverage
 
-    out = {"loss": loss, "data": dataset.name, "steps": int(result.step), "stop_reason": result.stop_reason,
-           "final_distance": float(np.mean(result.history["distance"][-100:]))}
+    out = {"loss": loss, "data": dataset.name, "steps": int(steps), "stop_reason": stop_reason,
+           "final_distance": float(np.mean(np.asarray(distance)[-100:]))}
     if not np.all(np.isfinite(samples)):
         out["nonfinite_samples"] = int(np.sum(~np.isfinite(samples).all(1)))
         return out
@@ -340,7 +282,7 @@ def _metrics(dataset, samples, loss, result) -> dict:
                    mode_kl=float(mc.kl_to_uniform) if math.isfinite(mc.kl_to_uniform) else None)
     test = np.asarray(dataset.test, np.float64)
     if dataset.discrete_levels is not None:
-        out["digits_fid"] = float(digits_fid(np.clip(samples, 0, dataset.discrete_levels - 1), test))
+        out["fid_features"] = float(digits_fid(np.clip(samples, 0, dataset.discrete_levels - 1), test))
     else:
         n = min(2000, test.shape[0], samples.shape[0])
         out["test_mmd2"] = float(mmd2(samples[:n], test[:n]))
@@ -348,23 +290,58 @@ def _metrics(dataset, samples, loss, result) -> dict:
     return out
 
 
-def load_generator(out: str):
-    """``(generator, params, cfg)`` from a run directory written by :func:`fit_run`."""
-    from genlearn.train import load_pytree
-
-    with open(os.path.join(out, "config.json")) as fh:
-        cfg = json.load(fh)
-    if cfg.get("family") != "gan":
-        raise ValueError(f"{out} is not a GAN run (family {cfg.get('family')!r})")
-    gen = generator(cfg["dim"], cfg["latent_dim"], tuple(cfg["hidden"]), cfg["base"],
-                    activation=cfg["activation"], output=cfg["output"])
-    tree, _ = load_pytree(os.path.join(out, "model"))
-    return gen, tree["generator"], cfg
+def _preprocess(dataset) -> dict:
+    shift, scale = _scaling(dataset)
+    return {"kind": "scale", "shift": shift, "scale": scale,
+            "output": "tanh" if dataset.discrete_levels is not None else "linear"}
 
 
-def sample_run(out: str, key: jax.Array, n: int) -> np.ndarray:
-    """``(n, d)`` samples (data scale) from the generator saved in run directory ``out``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    gen, params, cfg = load_generator(out)
-    return _sample_model(gen, params, cfg, key, n)
+def _run_cfg(options: dict, dim: int, pre: dict) -> dict:
+    return {**options, "dim": dim, "shift": pre["shift"], "scale": pre["scale"], "output": pre["output"]}
+
+
+def _trainer(model, dataset, options: dict, key, ctx: registry.Context) -> registry.Training:
+    cfg = _run_cfg(options, model.dim, _preprocess(dataset))
+    return _training(build_algorithm(cfg)[1], cfg, dataset, key)
+
+
+def _report(model, params, dataset, options: dict, history, key) -> dict:
+    cfg = _run_cfg(options, model.dim, _preprocess(dataset))
+    samples = _eval_samples(_generator(cfg, cfg["dim"], cfg["output"]), params, cfg, dataset,
+                            jax.random.split(key, 3)[2])
+    return _metrics(dataset, samples, options["loss"], history["steps"], history["stop_reason"],
+                    history["distance"])
+
+
+def _defaults(dataset, chosen: dict) -> dict:
+    loss = chosen.get("loss", "wgan-gp")
+    return {"loss": loss, **default_options(loss, dataset)}
+
+
+FAMILY = registry.register(registry.Family(
+    name="gan",
+    defaults=_defaults,
+    build=lambda options, dim, pre: from_generator(_generator(options, dim, pre["output"]), shift=pre["shift"],
+                                                   scale=pre["scale"]),
+    trainer=_trainer, check=_check, preprocess=_preprocess, report=_report,
+    loss_label="critic distance estimate (weak loss for generators without a critic)",
+    options=(
+        registry.Option("--loss", "loss", str, "gan: js|ns|wgan-clip|wgan-gp|sn|hinge|mmd (default wgan-gp; "
+                        "also energy|sinkhorn|sliced|moments)"),
+        registry.STEPS, registry.BATCH_SIZE,
+        registry.Option("--lr", "lr_generator", registry.positive_float, "gan: generator learning rate"),
+        registry.Option("--hidden", "hidden", registry.widths, "gan: generator hidden widths"),
+        registry.Option("--latent-dim", "latent_dim", registry.positive_int, "gan: latent dimension D"),
+        registry.Option("--base", "base", str, "gan: latent distribution Q, N(0, I) or U[-1, 1]^D",
+                        ("normal", "uniform")),
+        registry.Option("--critic-steps", "critic_steps", registry.positive_int,
+                        "gan: critic steps m per generator step"),
+        registry.Option("--critic-hidden", "critic_hidden", registry.widths, "gan: critic hidden widths"),
+        registry.Option("--lr-critic", "lr_critic", registry.positive_float, "gan: critic learning rate (TTUR)"),
+        registry.Option("--gp-weight", "gp_weight", registry.nonneg_float, "gan: gradient-penalty weight (wgan-gp)"),
+        registry.Option("--r1-weight", "r1_weight", registry.nonneg_float, "gan: R1 penalty weight"),
+        registry.Option("--clip", "clip", registry.positive_float, "gan: weight-clipping delta (wgan-clip)"),
+        registry.Option("--ema-decay", "ema_decay", registry.fraction, "gan: generator EMA decay in [0, 1)"),
+        registry.RESUME,
+    ),
+))
