@@ -163,7 +163,7 @@ def _read_table(path: str, delimiter: str, columns: Sequence | None):
     for k, j in enumerate(idx):
         cells = [row[j] or "nan" for row in rows]  # an empty field is a missing value
         try:
-            x[:, k] = np.asarray(cells, dtype=np.float64)
+            x[:, k] = [float(c) for c in cells]  # Python's float decides, as in the header test
         except ValueError:
             i = next(i for i, c in enumerate(cells) if not is_number(c))
             raise ValueError(f"{path}: column {label(j)} is not numeric: line {lines[i]} has {cells[i]!r}"
