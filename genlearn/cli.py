@@ -264,7 +264,7 @@ def _cmd_eval(args, parser) -> int:
                 pass
             payload.update(rows)
         else:
-            fake, real = (read_array(path, key=args.key, columns=args.columns)[0] for path in (args.samples, args.reference))
+            fake, real = (read_array(p, key=args.key, columns=args.columns)[0] for p in (args.samples, args.reference))
             rows = payload = evaluate(fake, real,
                                       key=jax.random.PRNGKey(args.seed),
                                       feature_net="digits" if args.digits_features else None)

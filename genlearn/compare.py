@@ -211,9 +211,9 @@ def _leaderboard_md(rows: list[dict], dataset_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(data: str | Dataset = "ring8", models: list[str] | tuple[str, ...] | None = None, *, budget: str | None = None,
-            out: str = "runs/compare", seed: int = 0, num_samples: int | None = 2000, progress: bool = True,
-            log: Callable[[str], None] = print) -> list[dict]:
+def compare(data: str | Dataset = "ring8", models: list[str] | tuple[str, ...] | None = None, *,
+            budget: str | None = None, out: str = "runs/compare", seed: int = 0, num_samples: int | None = 2000,
+            progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Fits and evaluates every model of the roster on ``data``; returns the leaderboard rows.
 
     Args:

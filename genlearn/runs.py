@@ -351,6 +351,6 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
             rows["test_bits_per_dim"] = te["bits_per_dim"]
             rows["test_nll_stderr"] = te["nll_stderr"]
     kwargs = {"centers": dataset.centers, "std": dataset.std} if dataset.centers is not None else {}
-    rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if cfg["data"] == "digits" and not source else None,
-                         **kwargs))
+    digits = cfg["data"] == "digits" and not source
+    rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if digits else None, **kwargs))
     return rows
