@@ -23,9 +23,12 @@ import math
 import os
 import time
 import traceback
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from genlearn.data import Dataset
 
 __all__ = ["ROSTER", "DEFAULT_ROSTER", "Entry", "roster_entry", "compare", "parse_budget"]
 
@@ -208,13 +211,14 @@ def _leaderboard_md(rows: list[dict], dataset_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = None, *, budget: str | None = None,
-            out: str = "runs/compare", seed: int = 0, num_samples: int | None = 2000, progress: bool = True,
-            log: Callable[[str], None] = print) -> list[dict]:
+def compare(data: str | Dataset = "ring8", models: list[str] | tuple[str, ...] | None = None, *,
+            budget: str | None = None, out: str = "runs/compare", seed: int = 0, num_samples: int | None = 2000,
+            progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Fits and evaluates every model of the roster on ``data``; returns the leaderboard rows.
 
     Args:
-      data: a genlearn dataset name (default ``ring8``; ``digits`` works too).
+      data: a genlearn dataset name (default ``ring8``; ``digits`` works too), a data
+        file (``genlearn.data.load_file`` with its defaults) or a ``Dataset``.
       models: roster names or any registered family (default :data:`DEFAULT_ROSTER`).
       budget: ``"N"`` steps for every iterative model, ``"Ns"`` seconds per
         model (every iterative family stops on the clock), or None for the per-model defaults.
@@ -226,17 +230,18 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
       log: where progress lines go.
     """
     from genlearn import plotting, registry
-    from genlearn.data import DATASETS, load_dataset
+    from genlearn.data import DATASETS, FILE_SUFFIXES, load_dataset, load_file
     from genlearn.runs import evaluate_run, load
 
     models = list(models or DEFAULT_ROSTER)
     unknown = [m for m in models if m not in ROSTER and m not in registry.names()]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; the roster is {list(ROSTER)}")
-    if data not in DATASETS:
-        raise ValueError(f"unknown dataset {data!r}; choose one of {list(DATASETS)}")
+    if isinstance(data, str) and data not in DATASETS and not data.lower().endswith(FILE_SUFFIXES):
+        raise ValueError(f"unknown dataset {data!r}; choose one of {list(DATASETS)} or a data file {FILE_SUFFIXES}")
     parsed = parse_budget(budget)
-    dataset = load_dataset(data, seed=0)
+    dataset = data if not isinstance(data, str) else load_dataset(data) if data in DATASETS else load_file(data)
+    data = dataset.name
     os.makedirs(out, exist_ok=True)
     rows: list[dict] = []
     sample_panels: list[tuple[str, np.ndarray]] = []
@@ -260,7 +265,7 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
             _fit_one(entry, dataset, run_dir, steps, max_seconds, seed, progress)
             row["train_seconds"] = time.perf_counter() - t0
             run = load(run_dir)
-            metrics = evaluate_run(run_dir, seed=seed, num_samples=num_samples, run=run)
+            metrics = evaluate_run(run_dir, seed=seed, num_samples=num_samples, run=run, dataset=dataset)
             row.update({k: v for k, v in metrics.items() if k not in ("model", "family")})
             row["status"] = "ok"
             samples = run.sample(__import__("jax").random.PRNGKey(seed + 7), 2000 if run.dim == 2 else 25)
@@ -292,7 +297,7 @@ def compare(data: str = "ring8", models: list[str] | tuple[str, ...] | None = No
     if sample_panels:
         if dataset.test.shape[1] == 2:
             plotting.plot_sample_panels(sample_panels, np.asarray(dataset.test[:2000]), os.path.join(out, "samples.png"))
-        elif dataset.discrete_levels is not None:
+        elif dataset.discrete_levels is not None and math.isqrt(dataset.test.shape[1]) ** 2 == dataset.test.shape[1]:
             plotting.plot_digit_panels(sample_panels, os.path.join(out, "samples.png"),
                                        levels=int(dataset.discrete_levels))
         figures.append(("Samples", "samples.png"))

@@ -3,7 +3,8 @@
 This is the one module that writes and reads run directories, for every
 family of `genlearn.registry`:
 
-    DIR/config.json      "family", "options" (defaults + overrides), "preprocess", dataset, seeds
+    DIR/config.json      "family", "options" (defaults + overrides), "preprocess", dataset, seeds and
+                         "data_source" (a user's file: path, size, sha256, split; None for built-ins)
     DIR/model/           the trained params (genlearn.train.save_pytree, metadata = config)
     DIR/checkpoints/     training-state checkpoints of families that resume (--resume)
     DIR/metrics.json     the metrics below, plus the family's own (its ``report``)
@@ -34,7 +35,7 @@ import numpy as np
 
 from genlearn import registry
 from genlearn.core.model import Model
-from genlearn.data import Dataset, check_data, load_dataset, nats_to_bits_per_dim, uniform_dequantize
+from genlearn.data import Dataset, check_data, load_dataset, load_source, nats_to_bits_per_dim, uniform_dequantize
 from genlearn.data.scaling import standardize_stats
 
 __all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run"]
@@ -166,7 +167,7 @@ def _write_figures(out: str, name: str, model: Model, params, dataset: Dataset, 
             lp = _log_prob_fn(model, jax.random.PRNGKey(seed + 3))
             plotting.plot_density_panels([(f"{name} density", lambda g: lp(params, jnp.asarray(g)))], dataset.test,
                                          os.path.join(out, "density.png"))
-    elif levels is not None:
+    elif levels is not None and math.isqrt(model.dim) ** 2 == model.dim:  # square images
         plotting.plot_digit_grid(samples, os.path.join(out, "samples.png"), levels=levels, title=f"{name} samples")
     if history is not None:
         plotting.plot_loss(history, os.path.join(out, "loss.png"), ylabel=loss_label)
@@ -206,7 +207,8 @@ def fit(family: str, dataset: Dataset, options: dict | None = None, *, out: str 
       options: overrides of the family's defaults (None values ignored).
       out: run directory (created), or None to write nothing.
       seed: model/training seed; ``data_seed``: the seed ``dataset`` was made
-        with (recorded, so ``genlearn eval`` reloads the same split).
+        with (recorded, so ``genlearn eval`` reloads the same split; a user's
+        file is reloaded from ``dataset.source``, checked by its sha256).
       steps: overrides ``options["steps"]`` of iterative families.
       max_seconds: wall-clock training budget (stops at a chunk boundary).
       progress, resume: progress bar; continue from ``out/checkpoints``.
@@ -228,7 +230,8 @@ def fit(family: str, dataset: Dataset, options: dict | None = None, *, out: str 
         given["steps"] = int(steps)
     opts = resolve_options(fam, dataset, given)
     train = check_data(dataset.train, "training data")
-    cfg = {"family": fam.name, "data": dataset.name, "data_seed": int(data_seed), "seed": int(seed),
+    cfg = {"family": fam.name, "data": dataset.name, "data_source": dataset.source, "data_seed": int(data_seed),
+           "seed": int(seed),
            "dim": int(train.shape[1]), "discrete_levels": dataset.discrete_levels,
            "preprocess": fam.preprocess(dataset) if fam.preprocess else {"kind": "none"}, "options": opts}
     model = fam.build(opts, cfg["dim"], cfg["preprocess"])
@@ -312,19 +315,27 @@ def load(run_dir: str) -> LoadedRun:
 
 
 def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
-                 run: LoadedRun | None = None) -> dict:
+                 run: LoadedRun | None = None, dataset: Dataset | None = None) -> dict:
     """Every metric that applies to a saved run, against its dataset's test split.
 
     Draws ``num_samples`` samples (default: the test size, at most 5000) and
     runs :func:`genlearn.metrics.evaluate` (mode metrics for data with known
     modes, digits-classifier features for digits); adds the test NLL (and
     bits/dim for pixels) when the model has a density. Returns a JSON-ready dict.
+
+    The run's dataset is reloaded (a user's file: from its recorded source, a
+    RunError when the file is gone or changed) unless ``dataset`` is given.
     """
     from genlearn.metrics import evaluate
 
     run = run or load(run_dir)
     cfg = run.config
-    dataset = load_dataset(cfg["data"], seed=cfg.get("data_seed", 0))  # the run's split
+    source = cfg.get("data_source")
+    if dataset is None:  # the run's split
+        try:
+            dataset = load_source(source) if source else load_dataset(cfg["data"], seed=cfg.get("data_seed", 0))
+        except ValueError as err:
+            raise RunError(f"run {run_dir!r}: cannot reload its data: {err}") from err
     test = np.asarray(dataset.test)
     n = num_samples or min(len(test), 5000)
     k_sample, k_eval, k_nll = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -340,6 +351,6 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
             rows["test_bits_per_dim"] = te["bits_per_dim"]
             rows["test_nll_stderr"] = te["nll_stderr"]
     kwargs = {"centers": dataset.centers, "std": dataset.std} if dataset.centers is not None else {}
-    rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if cfg["data"] == "digits" else None,
-                         **kwargs))
+    digits = cfg["data"] == "digits" and not source
+    rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if digits else None, **kwargs))
     return rows

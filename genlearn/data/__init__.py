@@ -3,6 +3,7 @@
 * ``toys``: pure JAX generators ``name(key, n, **params) -> (n, 2) float32``.
 * ``digits``: the scikit-learn digits split, uniform dequantization, bits/dim.
 * ``registry``: ``load_dataset(name, seed=...)`` for every named data set.
+* ``files``: your own data: ``from_array(x)``, ``load_file(path)`` (.npy, .npz, .csv, .tsv).
 * ``scaling``: standardisation as a bijection with its log-determinant.
 * ``validation``: ``check_data``, the gate for every data matrix.
 """
@@ -16,6 +17,7 @@ from genlearn.data.digits import (
     nats_to_bits_per_dim,
     uniform_dequantize,
 )
+from genlearn.data.files import FILE_SUFFIXES, from_array, load_file, load_source, read_array
 from genlearn.data.registry import (
     DATASETS,
     TOY_N_TEST,
@@ -72,6 +74,12 @@ __all__ = [
     "load_dataset",
     "TOY_N_TRAIN",
     "TOY_N_TEST",
+    # files
+    "FILE_SUFFIXES",
+    "from_array",
+    "read_array",
+    "load_file",
+    "load_source",
     # scaling
     "standardize_stats",
     "standardize",

@@ -60,6 +60,10 @@ class Dataset(NamedTuple):
       centers: ``(K, d)`` float32 mode centres for mixture data sets (ring8,
         grid25), else None.
       std: per-coordinate std of each mixture component, else None.
+      log_prob: the data-generating log-density (toys that have one), else None.
+      source: where a user's data came from (``genlearn.data.from_array`` /
+        ``load_file``: path, size, sha256, split), recorded by ``genlearn.runs``
+        to reload it; None for the built-in sets.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Dataset(NamedTuple):
     centers: np.ndarray | None
     std: float | None
     log_prob: Callable[[np.ndarray], np.ndarray] | None = None
+    source: Mapping | None = None
 
 
 class _Toy(NamedTuple):
