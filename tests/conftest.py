@@ -21,6 +21,9 @@ _LONG_FIRST = (
     "tests/test_notebooks.py::test_notebook_executes",
     "tests/test_compare.py::test_compare_writes",
     "tests/test_cli.py::test_fit_and_sample_every_flows_ii_model",
+    "tests/test_data_files.py::test_levels_drop_nonfinite_eval_files_and_compare",
+    "tests/test_registry_training.py::test_every_family_trains_through_the_driver_and_resumes_bit_identically[cnf]",
+    "tests/test_registry_training.py::test_a_new_family_survives_sigkill",
     "tests/test_parallel.py::test_fit_flow_on_four_devices",
     "tests/test_multihost.py::test_two_processes_equal_one_process",
     "tests/test_cli.py::test_eval_samples_reference_and_modes",
@@ -31,6 +34,9 @@ _LONG_FIRST = (
     "tests/test_cli.py::test_fit_classical",
     "tests/test_flows_spline.py::test_matches_distrax",
     "tests/test_learning.py::",
+    "tests/test_registry.py::test_a_new_family_goes_through",
+    "tests/test_data_files.py::test_fit_gmm_on_a_csv",
+    "tests/test_metrics_distances.py::DistancesJitTest",
 )
 
 

@@ -236,9 +236,11 @@ def test_fit_gan_writes_the_run_and_rejects_bad_options(tmp_path, capsys):
     assert "--critic-steps: must be >= 1" in capsys.readouterr().err
 
 
-# iaf and spline go through the same run code as maf (MADE) and glow (couplings): slow-marked
+# every flow goes through one run path (genlearn.runs.fit + the flows' trainer): iaf and spline share it with
+# maf (MADE) and glow (couplings), and the CNF's trainer is run and resumed in tests/test_registry_training.py
 @pytest.mark.parametrize("model", ["maf", pytest.param("iaf", marks=pytest.mark.slow),
-                                   pytest.param("spline", marks=pytest.mark.slow), "glow", "cnf"])
+                                   pytest.param("spline", marks=pytest.mark.slow), "glow",
+                                   pytest.param("cnf", marks=pytest.mark.slow)])
 def test_fit_and_sample_every_flows_ii_model(model, tmp_path):
     """Flows II (#3): each family trains from the CLI, saves, and reloads from config.json alone
     (glow through its data-dependent ActNorm initialisation, cnf through diffrax)."""
