@@ -227,7 +227,7 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
     and is counted in its history, as in the driver;
     no checkpoints, no early stop.
     """
-    from genlearn.train import FitResult, minibatch_indices
+    from genlearn.train import FitResult, epoch_permutation
 
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -244,14 +244,23 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
         states = jax.vmap(lambda k: algo.init(jax.random.fold_in(k, 4)))(keys[:, 1])  # the driver's init key
         _, shuffle, step_keys, _ = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 4))(keys[:, 1]), 1, 0)
 
-        def one(state, shuffle_key, step_key, t):
-            batch = data[minibatch_indices(shuffle_key, t, data.shape[0], rows)]
-            return algo.step(state, batch, jax.random.fold_in(step_key, t))
+        n, per_epoch = data.shape[0], data.shape[0] // rows
 
-        def body(st, t):
-            return jax.vmap(one, in_axes=(0, 0, 0, None))(st, shuffle, step_keys, t)
+        def one(state, perm, shuffle_key, step_key, t):
+            # `genlearn.train.minibatch_indices`, with the epoch's permutation carried (drawn once per epoch)
+            epoch, position = jnp.divmod(t, per_epoch)
+            perm = jax.lax.cond(position == 0, lambda: epoch_permutation(shuffle_key, epoch, n).astype(jnp.int32),
+                                lambda: perm)
+            batch = data[jax.lax.dynamic_slice_in_dim(perm, position * rows, rows)]
+            state, info = algo.step(state, batch, jax.random.fold_in(step_key, t))
+            return (state, perm), info
 
-        return jax.lax.scan(body, states, jnp.arange(cfg["steps"]))
+        def body(carry, t):
+            return jax.vmap(one, in_axes=(0, 0, 0, 0, None))(*carry, shuffle, step_keys, t)
+
+        carry = (states, jnp.zeros((len(seeds), n), jnp.int32))
+        (states, _), infos = jax.lax.scan(body, carry, jnp.arange(cfg["steps"]))
+        return states, infos
 
     states, infos = jax.device_get(run(keys))
     out = []
