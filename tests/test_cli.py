@@ -58,6 +58,17 @@ def test_digits_reports_bits_per_dim(tmp_path):
     assert os.path.exists(os.path.join(out, "samples.png"))
 
 
+def assert_sample_and_eval_reload(out, tmp_path, capsys, metrics, n, num_samples):
+    """`genlearn sample` reloads a run's params; `genlearn eval` recomputes the same test NLL from them."""
+    assert main(["sample", "--run", out, "-n", str(n), "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (n, 2)
+    capsys.readouterr()
+    assert main(["eval", "--run", out, "--num-samples", str(num_samples)]) == 0
+    merged = json.load(open(os.path.join(out, "metrics.json")))
+    np.testing.assert_allclose(merged["test_nll"], metrics["test_nll"], rtol=1e-5)
+    assert "w2_exact" in merged
+
+
 # one run path (genlearn.runs.fit) for all three; histogram and kde are slow-marked
 @pytest.mark.parametrize("model", [pytest.param("histogram", marks=pytest.mark.slow),
                                    pytest.param("kde", marks=pytest.mark.slow), "gmm"])
@@ -73,13 +84,7 @@ def test_fit_classical_writes_the_same_outputs(model, tmp_path, capsys):
     # better than the best Gaussian (standardised moons: 2.84 nats), worse than impossible
     assert 0.5 < metrics["test_nll_standardized"] < 2.6, metrics
     # sample reloads the saved params; eval recomputes the same test NLL from them
-    assert main(["sample", "--run", out, "-n", "50", "--out", str(tmp_path / "s.npy")]) == 0
-    assert np.load(tmp_path / "s.npy").shape == (50, 2)
-    capsys.readouterr()
-    assert main(["eval", "--run", out, "--num-samples", "300"]) == 0
-    merged = json.load(open(os.path.join(out, "metrics.json")))
-    np.testing.assert_allclose(merged["test_nll"], metrics["test_nll"], rtol=1e-5)
-    assert "w2_exact" in merged
+    assert_sample_and_eval_reload(out, tmp_path, capsys, metrics, n=50, num_samples=300)
 
 
 def test_fit_ebm_writes_samples_density_and_ais_nll(tmp_path, capsys):

@@ -15,6 +15,7 @@ from genlearn import registry, runs
 from genlearn.cli import main
 from genlearn.core import Model
 from genlearn.data import load_dataset
+from tests.test_cli import assert_sample_and_eval_reload
 
 
 # -- a new family, written the way docs/ARCHITECTURE.md describes: no edit of cli.py, compare.py or runs.py --
@@ -73,13 +74,7 @@ def test_a_new_family_goes_through_fit_sample_eval_and_compare(diaggauss, tmp_pa
     assert abs(metrics["test_nll"] - best) < 0.02, (metrics["test_nll"], best)
     assert metrics["steps"] == 400 and np.isfinite(metrics["test_nll_standardized"])
 
-    assert main(["sample", "--run", out, "-n", "40", "--out", str(tmp_path / "s.npy")]) == 0
-    assert np.load(tmp_path / "s.npy").shape == (40, 2)
-    capsys.readouterr()
-    assert main(["eval", "--run", out, "--num-samples", "200"]) == 0
-    merged = json.load(open(os.path.join(out, "metrics.json")))
-    np.testing.assert_allclose(merged["test_nll"], metrics["test_nll"], rtol=1e-5)
-    assert "w2_exact" in merged
+    assert_sample_and_eval_reload(out, tmp_path, capsys, metrics, n=40, num_samples=200)
 
     cmp_out = str(tmp_path / "cmp")
     assert main(["compare", "--data", "moons", "--models", "diaggauss", "--budget", "300", "--out", cmp_out,
