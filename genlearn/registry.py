@@ -150,6 +150,9 @@ class Family(NamedTuple):
       report: ``report(model, params, dataset, options, history, key) -> dict``
         of family-specific metrics added to metrics.json.
       loss_label: the y-axis label of loss.png.
+      figures: ``figures(out_dir, model, params, dataset, options, key) -> None``
+        writes the family's own PNGs into the run directory beside the common
+        ones (e.g. a diffusion model's denoising trajectory); None: none.
     """
 
     name: str
@@ -162,6 +165,7 @@ class Family(NamedTuple):
     preprocess: Callable[[Any], dict] | None = None
     report: Callable[..., dict] | None = None
     loss_label: str = "training loss"
+    figures: Callable[..., None] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -262,6 +262,8 @@ def fit(family: str, dataset: Dataset, options: dict | None = None, *, out: str 
             with open(os.path.join(out, name), "w") as fh:
                 json.dump(content, fh, indent=2)
         _write_figures(out, fam.name, model, params, dataset, history, seed, fam.loss_label)
+        if fam.figures:
+            fam.figures(out, model, params, dataset, opts, jax.random.PRNGKey(seed + 4))
     return params, cfg, metrics
 
 

@@ -49,6 +49,8 @@ DIAG_GAUSSIAN = registry.Family(
     trainer=_mle_trainer,
     options=(registry.Option("--steps", "steps", registry.nonneg_int, "training steps"),
              registry.Option("--lr", "learning_rate", registry.positive_float, "Adam learning rate")),
+    # a family's own PNG beside the common ones
+    figures=lambda out, model, params, dataset, options, key: open(os.path.join(out, "extra.png"), "wb").close(),
 )
 
 
@@ -62,7 +64,7 @@ def diaggauss():
 def test_a_new_family_goes_through_fit_sample_eval_and_compare(diaggauss, tmp_path, capsys):
     out = str(tmp_path / "dg")
     assert main(["fit", "diaggauss", "--data", "moons", "--out", out, "--no-progress"]) == 0
-    for name in ("config.json", "metrics.json", "samples.png", "density.png", "loss.png", "model"):
+    for name in ("config.json", "metrics.json", "samples.png", "density.png", "loss.png", "model", "extra.png"):
         assert os.path.exists(os.path.join(out, name)), name
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["family"] == "diaggauss" and cfg["options"] == {"steps": 400, "learning_rate": 0.05}
