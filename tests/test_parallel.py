@@ -55,6 +55,8 @@ SCRIPT = textwrap.dedent(r'''
     out["fit_flow"] = tree_diff(r1.params, r4.params)
     out["fit_flow_moved"] = tree_diff(r1.params, params)
     out["fit_flow_loss"] = float(np.max(np.abs(r1.history["train_loss"] - r4.history["train_loss"])))
+    r4h = fit(loss, params, np.asarray(x), mesh=mesh, device_data_bytes=0, **kw)  # batches from the host
+    out["fit_flow_host"] = tree_diff(r4.params, r4h.params)
     out["fit_sharding_replicated"] = all(
         leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
         for leaf in jax.tree.leaves(r4.params))
@@ -149,6 +151,7 @@ def test_fit_flow_on_four_devices_matches_one(four_devices):
     assert r["fit_flow_moved"] > 1e-3  # training did something
     assert r["fit_flow"] < TOL, r
     assert r["fit_flow_loss"] < TOL, r
+    assert r["fit_flow_host"] < TOL, r  # the host-data path, its batches sharded over the mesh
     assert r["fit_sharding_replicated"]
 
 

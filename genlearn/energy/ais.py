@@ -70,7 +70,7 @@ class LogLikelihood(NamedTuple):
 def gaussian_base(x, inflate: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """``(mean, cov)`` of a Gaussian fitted to ``x`` ``(n, dim)``, covariance times ``inflate^2``
     (plus a small ridge so it is always positive definite)."""
-    x = jnp.asarray(x, jnp.float32)
+    x = jnp.asarray(x, jnp.result_type(x, jnp.float32))  # float64 stays float64 under x64
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"x must have shape (n >= 2, dim), got {tuple(x.shape)}")
     if not bool(jnp.all(jnp.isfinite(x))):
@@ -205,7 +205,7 @@ def ais_log_z(
             return (x, lw, log_eps, acc_sum + acc), None
 
         keys = jax.random.split(k_run, betas.shape[0] - 1)
-        init = (x, jnp.zeros(num_chains), jnp.log(jnp.float32(eps0)), jnp.zeros(()))
+        init = (x, jnp.zeros(num_chains), jnp.log(jnp.asarray(eps0, x.dtype)), jnp.zeros(()))  # x64: carry dtypes
         (x, lw, _, acc_sum), _ = jax.lax.scan(temp_body, init, (betas[:-1], betas[1:], keys))
         return lw, acc_sum / (betas.shape[0] - 1)
 

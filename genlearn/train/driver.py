@@ -14,7 +14,10 @@ Design, after optax/blackjax:
   run repeats an uninterrupted one exactly;
 * the data are put on the device once; each chunk of steps runs inside one
   jitted `lax.scan` that draws its minibatches from an epoch permutation it
-  carries;
+  carries. Data larger than ``device_data_bytes`` stay on the host (a
+  memory-mapped ``.npy`` included): the same batch indices are computed on the
+  host, each chunk's batches are gathered there and sent to the device while
+  the previous chunk trains, and the scan runs over them (bit-identical);
 * non-finite updates are rejected inside the trainer's step (``info.nonfinite``)
   and reported afterwards.
 """
@@ -129,10 +132,15 @@ def _check_int(name: str, value, minimum: int, allow_none: bool = False):
     return int(value)
 
 
-def _check_rows(x, name: str) -> jax.Array:
-    """A 2-D, non-empty, numeric, finite array ``(n, d)``, moved to the device."""
+def _check_rows(x, name: str, device_data_bytes=None):
+    """A 2-D, non-empty, numeric, finite array ``(n, d)``.
+
+    Moved to the device unless it takes more than ``device_data_bytes`` there
+    (None: no limit); then it is returned as a numpy array (a memory map stays
+    one) and checked block by block, so it is never copied whole.
+    """
     try:
-        arr = jnp.asarray(x)
+        arr = x if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x)
     except (TypeError, ValueError) as err:
         kind = getattr(x, "dtype", None) or type(x).__name__
         raise ValueError(f"{name} must be numeric, got {kind}") from err
@@ -142,8 +150,13 @@ def _check_rows(x, name: str) -> jax.Array:
         raise ValueError(f"{name} must be a 2-D array of shape (n, d), got shape {tuple(arr.shape)}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(arr.shape)}")
+    nbytes = arr.shape[0] * arr.shape[1] * jax.dtypes.canonicalize_dtype(arr.dtype).itemsize
+    on_host = device_data_bytes is not None and nbytes > device_data_bytes
+    arr = np.asarray(arr) if on_host else jnp.asarray(arr)
     if jnp.issubdtype(arr.dtype, jnp.inexact):
-        bad = int(jnp.sum(~jnp.all(jnp.isfinite(arr), axis=1)))
+        block = max(1, (1 << 26) // (arr.shape[1] * arr.dtype.itemsize))  # 64 MB at a time on the host
+        bad = sum(int((~np.isfinite(arr[i: i + block]).all(axis=1)).sum()) for i in range(0, arr.shape[0], block)) \
+            if on_host else int(jnp.sum(~jnp.all(jnp.isfinite(arr), axis=1)))
         if bad:
             raise ValueError(f"{name} contains NaN or inf in {bad} row{'s' if bad != 1 else ''}")
     return arr
@@ -212,14 +225,16 @@ def _check_trainer(trainer, state, batch, key):
 # ---------------------------------------------------------------------------
 
 
-def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh):
+def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh, host=False):
     """``length`` steps in one jitted `lax.scan`.
 
     Only the first ``num_active`` iterations run (and, with ``max_nonfinite``,
     none after that many consecutive rejections); the rest are skipped by
     `lax.cond`. A fixed scan length means a single compilation, and every chunk,
     whatever its start and length, runs the same program, which is what makes a
-    resumed run bit-identical to an uninterrupted one.
+    resumed run bit-identical to an uninterrupted one. The chunk's ``data`` are
+    the training rows, from which it draws its minibatches, or with ``host``
+    the chunk's minibatches ``(length, rows, d)`` themselves (`_host_batches`).
     """
     steps_per_epoch = num_rows // rows
     if mesh is not None:  # data parallel: rows of each minibatch split over the mesh
@@ -228,17 +243,18 @@ def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh
         sharded = jax.sharding.NamedSharding(mesh, batch_spec(mesh))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-    def chunk(state, consecutive, train, start, num_active, shuffle_key, step_key):
-        def run(carry, step):
+    def chunk(state, consecutive, data, start, num_active, shuffle_key, step_key):
+        def run(carry, step, batch):
             state, perm, consecutive = carry
-            epoch, position = jnp.divmod(step, steps_per_epoch)
-            # One permutation site (it dominates compile time): at an epoch
-            # boundary, or for the first step of the chunk, which may start
-            # mid-epoch with a placeholder in the carry.
-            perm = jax.lax.cond((position == 0) | (step == start),
-                                lambda: epoch_permutation(shuffle_key, epoch, num_rows).astype(jnp.int32),
-                                lambda: perm)
-            batch = jnp.take(train, jax.lax.dynamic_slice_in_dim(perm, position * rows, rows), axis=0)
+            if not host:
+                epoch, position = jnp.divmod(step, steps_per_epoch)
+                # One permutation site (it dominates compile time): at an epoch
+                # boundary, or for the first step of the chunk, which may start
+                # mid-epoch with a placeholder in the carry.
+                perm = jax.lax.cond((position == 0) | (step == start),
+                                    lambda: epoch_permutation(shuffle_key, epoch, num_rows).astype(jnp.int32),
+                                    lambda: perm)
+                batch = jnp.take(data, jax.lax.dynamic_slice_in_dim(perm, position * rows, rows), axis=0)
             if mesh is not None:
                 batch = jax.lax.with_sharding_constraint(batch, sharded)
                 state = jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, replicated), state)
@@ -247,20 +263,60 @@ def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh
             info = info._replace(loss=jnp.where(info.nonfinite, jnp.nan, info.loss))
             return (state, perm, consecutive), info
 
-        def body(carry, i):
+        def body(carry, xs):
+            i, batch = xs
             active = i < num_active
             if max_nonfinite is not None:
                 active &= carry[2] < max_nonfinite
-            skip = lambda carry, step: (carry, jax.tree_util.tree_map(  # noqa: E731
+            skip = lambda carry, step, batch: (carry, jax.tree_util.tree_map(  # noqa: E731
                 lambda s: jnp.zeros(s.shape, s.dtype), info_shape))
-            carry, info = jax.lax.cond(active, run, skip, carry, start + i)
+            carry, info = jax.lax.cond(active, run, skip, carry, start + i, batch)
             return carry, (info, active)
 
-        carry = (state, jnp.zeros(num_rows, jnp.int32), consecutive)
-        (state, _, consecutive), (infos, active) = jax.lax.scan(body, carry, jnp.arange(length, dtype=jnp.int32))
+        carry = (state, jnp.zeros(0 if host else num_rows, jnp.int32), consecutive)
+        xs = (jnp.arange(length, dtype=jnp.int32), data if host else None)
+        (state, _, consecutive), (infos, active) = jax.lax.scan(body, carry, xs)
         return state, consecutive, infos, active
 
     return jax.jit(chunk)
+
+
+def _host_batches(data, index, shuffle_key, num_rows, rows, length, mesh):
+    """``fetch(start, end)``: the minibatches of steps ``[start, end)`` as one
+    device array ``(length, rows, d)`` (zero-padded), gathered on the host.
+
+    Row ``j`` of the training rows is ``data[index[j]]`` (``index`` None: row
+    ``j``); the batch of step ``t`` is the one the on-device chunk would draw
+    (`epoch_permutation` computed on the device and kept for the current epoch).
+    ``jax.device_put`` is asynchronous, so the transfer overlaps the chunk
+    running when ``fetch`` is called. With a mesh, the batch axis is sharded.
+    """
+    steps_per_epoch = num_rows // rows
+    permutation = jax.jit(lambda e: epoch_permutation(shuffle_key, e, num_rows).astype(jnp.int32))
+    dtype = jax.dtypes.canonicalize_dtype(data.dtype)
+    cache = {}
+
+    def fetch(start, end):
+        positions = []
+        for step in range(start, end):
+            epoch, position = divmod(step, steps_per_epoch)
+            if epoch not in cache:
+                cache.clear()
+                cache[epoch] = np.asarray(permutation(np.int32(epoch)))
+            positions.append(cache[epoch][position * rows: (position + 1) * rows])
+        rows_used = np.concatenate(positions)
+        if index is not None:
+            rows_used = index[rows_used]
+        batches = np.zeros((length, rows, data.shape[1]), dtype)
+        batches[: end - start] = data[rows_used].reshape(end - start, rows, data.shape[1])
+        if mesh is None:
+            return jax.device_put(batches)
+        from genlearn.parallel.mesh import batch_spec
+
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_spec(mesh)))
+        return jax.make_array_from_callback(batches.shape, sharding, lambda i: batches[i])
+
+    return fetch
 
 
 # ---------------------------------------------------------------------------
@@ -401,6 +457,7 @@ def run_trainer(
     progress_desc: str = "fit",
     max_seconds: Optional[float] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
+    device_data_bytes: Optional[int] = 1 << 30,
 ) -> FitResult:
     r"""Run ``trainer`` for ``steps`` steps on minibatches of ``data``.
 
@@ -421,12 +478,18 @@ def run_trainer(
     `genlearn.train.minibatch_indices`) and the key
     :math:`\mathrm{fold\_in}(k_t, t)`. Validation losses always use :math:`k_v`.
 
-    **Execution.** The training rows live on the device. Steps run in chunks of
-    ``L = min(eval_every, checkpoint_every)`` (``L = eval_every`` without
-    ``checkpoint_dir``) inside one jitted `lax.scan`; chunk boundaries are the
-    absolute multiples of ``L`` (and the last step), so a resumed run executes
-    the same computations as an uninterrupted one. The chunk is compiled once
-    per call.
+    **Execution.** Steps run in chunks of ``L = min(eval_every,
+    checkpoint_every)`` (``L = eval_every`` without ``checkpoint_dir``) inside
+    one jitted `lax.scan`; chunk boundaries are the absolute multiples of ``L``
+    (and the last step), so a resumed run executes the same computations as an
+    uninterrupted one. The chunk is compiled once per call. The training rows
+    live on the device, unless ``data`` would take more than
+    ``device_data_bytes`` there: then they stay on the host (a numpy array or
+    a memory-mapped ``.npy``, never copied whole), the batch indices
+    :math:`B_t` are computed on the host, and each chunk's ``(L, b, d)``
+    batches are gathered there and transferred while the previous chunk
+    trains. The result is bit-identical to the on-device path (validation rows
+    go to the device).
 
     **Non-finite guard.** The trainer rejects non-finite updates itself
     (``info.nonfinite``); the history then holds NaN as ``train_loss`` and a
@@ -486,6 +549,9 @@ def run_trainer(
         loss and all-reduces the gradient. ``batch_size`` must be a multiple of
         the number of devices. Under `jax.distributed` every process passes the
         same data and key; checkpoints are then not supported.
+      device_data_bytes: the largest ``data`` (in bytes, in the dtype it has
+        on the device) put on the device whole; larger data stay on the host
+        (see Execution). 0 always trains from the host; None never does.
 
     Returns:
       A `FitResult`.
@@ -515,7 +581,9 @@ def run_trainer(
         raise ValueError("resume=True needs a checkpoint_dir")
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
         raise ValueError(f"max_seconds must be a positive number of seconds or None, got {max_seconds!r}")
-    data = _check_rows(data, "training data")
+    device_data_bytes = _check_int("device_data_bytes", device_data_bytes, 0, allow_none=True)
+    data = _check_rows(data, "training data", device_data_bytes)
+    host = isinstance(data, np.ndarray)
     if val_data is not None:
         val_data = _check_rows(val_data, "validation data")
         if val_data.shape[1] != data.shape[1]:
@@ -544,7 +612,8 @@ def run_trainer(
     has_val = trainer.loss is not None and (val_data is not None or n_val > 0)
 
     state = trainer.init(jax.random.fold_in(base_key, len(_KEY_NAMES)), params)
-    info = _check_trainer(trainer, state, jax.ShapeDtypeStruct((rows, data.shape[1]), data.dtype), keys[2])
+    batch_shape = jax.ShapeDtypeStruct((rows, data.shape[1]), jax.dtypes.canonicalize_dtype(data.dtype))
+    info = _check_trainer(trainer, state, batch_shape, keys[2])
     fs = _initial_state(state, np.asarray(jax.random.key_data(keys)), info, has_val,
                         trainer.params(state), steps, eval_every)
 
@@ -562,21 +631,27 @@ def run_trainer(
         restored = _restore(manager, fs) if resume else None
         fs, saved_step = (fs, None) if restored is None else (restored, restored.step)
         split_key, shuffle_key, step_key, val_key = jax.random.wrap_key_data(jnp.asarray(fs.keys), impl=impl)
+        train, index = data, None
         if n_val > 0:  # with the (possibly restored) key, so a resumed run validates on the same rows
             perm = jax.random.permutation(split_key, data.shape[0])
-            val_data, train = jnp.take(data, perm[:n_val], axis=0), jnp.take(data, perm[n_val:], axis=0)
-        else:
-            train = data
+            if host:  # the training rows stay where they are: data[index]
+                index = np.asarray(perm[n_val:])
+                val_data = jnp.asarray(data[np.asarray(perm[:n_val])].astype(batch_shape.dtype))
+            else:
+                val_data, train = jnp.take(data, perm[:n_val], axis=0), jnp.take(data, perm[n_val:], axis=0)
         if mesh is not None:
             from genlearn.parallel.mesh import replicate
 
-            ts, best, train, val_data = replicate((fs.trainer_state, fs.best_params, train, val_data), mesh)
+            ts, best, val_data = replicate((fs.trainer_state, fs.best_params, val_data), mesh)
             fs = fs._replace(trainer_state=ts, best_params=best)
+            train = train if host else replicate(train, mesh)
         length = eval_every
         if manager is not None:
             checkpoint_every = checkpoint_every or eval_every
             length = min(eval_every, checkpoint_every)
-        chunk = _make_chunk(trainer, info, n_train, rows, length, max_nonfinite, mesh)
+        chunk = _make_chunk(trainer, info, n_train, rows, length, max_nonfinite, mesh, host)
+        fetch = _host_batches(data, index, shuffle_key, n_train, rows, length, mesh) if host else None
+        prefetched = None  # (start, batches) of the next chunk, on their way to the device
         val_loss = jax.jit(lambda state, x, k: trainer.loss(trainer.params(state), x, k))
 
         def evaluate(fs):
@@ -590,9 +665,13 @@ def run_trainer(
         try:
             while (stop_reason := _stop_reason(fs, steps, patience, max_nonfinite, first_step, deadline)) is None:
                 end = min((fs.step // length + 1) * length, steps)
+                if host:
+                    batches = prefetched[1] if prefetched and prefetched[0] == fs.step else fetch(fs.step, end)
                 state, consecutive, infos, active = chunk(
-                    fs.trainer_state, np.int32(fs.consecutive_nonfinite), train, np.int32(fs.step),
-                    np.int32(end - fs.step), shuffle_key, step_key)
+                    fs.trainer_state, np.int32(fs.consecutive_nonfinite), batches if host else train,
+                    np.int32(fs.step), np.int32(end - fs.step), shuffle_key, step_key)
+                if host and end < steps:  # dispatch is asynchronous: gather the next chunk meanwhile
+                    prefetched = (end, fetch(end, min((end // length + 1) * length, steps)))
                 infos, active, consecutive = jax.device_get((infos, active, consecutive))
                 done = int(active.sum())  # active iterations form a prefix
                 start, fs = fs.step, _record(fs, state, consecutive, infos, done)
