@@ -243,17 +243,18 @@ def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh
         sharded = jax.sharding.NamedSharding(mesh, batch_spec(mesh))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-    def chunk(state, consecutive, data, start, num_active, shuffle_key, step_key):
+    def chunk(state, consecutive, data, perm, perm_epoch, start, num_active, shuffle_key, step_key):
         def run(carry, step, batch):
-            state, perm, consecutive = carry
+            state, perm, perm_epoch, consecutive = carry
             if not host:
                 epoch, position = jnp.divmod(step, steps_per_epoch)
                 # One permutation site (it dominates compile time): at an epoch
-                # boundary, or for the first step of the chunk, which may start
-                # mid-epoch with a placeholder in the carry.
-                perm = jax.lax.cond((position == 0) | (step == start),
+                # boundary, or when the permutation handed in from the previous
+                # chunk is of another epoch (the first chunk, a resumed run).
+                perm = jax.lax.cond((position == 0) | (epoch != perm_epoch),
                                     lambda: epoch_permutation(shuffle_key, epoch, num_rows).astype(jnp.int32),
                                     lambda: perm)
+                perm_epoch = epoch
                 batch = jnp.take(data, jax.lax.dynamic_slice_in_dim(perm, position * rows, rows), axis=0)
             if mesh is not None:
                 batch = jax.lax.with_sharding_constraint(batch, sharded)
@@ -261,22 +262,22 @@ def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh
             state, info = trainer.step(state, batch, jax.random.fold_in(step_key, step))
             consecutive = jnp.where(info.nonfinite, consecutive + 1, 0)
             info = info._replace(loss=jnp.where(info.nonfinite, jnp.nan, info.loss))
-            return (state, perm, consecutive), info
+            return (state, perm, perm_epoch, consecutive), info
 
         def body(carry, xs):
             i, batch = xs
             active = i < num_active
             if max_nonfinite is not None:
-                active &= carry[2] < max_nonfinite
+                active &= carry[3] < max_nonfinite
             skip = lambda carry, step, batch: (carry, jax.tree_util.tree_map(  # noqa: E731
                 lambda s: jnp.zeros(s.shape, s.dtype), info_shape))
             carry, info = jax.lax.cond(active, run, skip, carry, start + i, batch)
             return carry, (info, active)
 
-        carry = (state, jnp.zeros(0 if host else num_rows, jnp.int32), consecutive)
         xs = (jnp.arange(length, dtype=jnp.int32), data if host else None)
-        (state, _, consecutive), (infos, active) = jax.lax.scan(body, carry, xs)
-        return state, consecutive, infos, active
+        (state, perm, perm_epoch, consecutive), (infos, active) = jax.lax.scan(
+            body, (state, perm, perm_epoch, consecutive), xs)
+        return state, consecutive, infos, active, perm, perm_epoch
 
     return jax.jit(chunk)
 
@@ -652,6 +653,8 @@ def run_trainer(
         chunk = _make_chunk(trainer, info, n_train, rows, length, max_nonfinite, mesh, host)
         fetch = _host_batches(data, index, shuffle_key, n_train, rows, length, mesh) if host else None
         prefetched = None  # (start, batches) of the next chunk, on their way to the device
+        # the epoch permutation the last chunk ended with, kept on the device for the next one
+        perm, perm_epoch = jnp.zeros(0 if host else n_train, jnp.int32), np.int32(-1)
         val_loss = jax.jit(lambda state, x, k: trainer.loss(trainer.params(state), x, k))
 
         def evaluate(fs):
@@ -667,9 +670,9 @@ def run_trainer(
                 end = min((fs.step // length + 1) * length, steps)
                 if host:
                     batches = prefetched[1] if prefetched and prefetched[0] == fs.step else fetch(fs.step, end)
-                state, consecutive, infos, active = chunk(
+                state, consecutive, infos, active, perm, perm_epoch = chunk(
                     fs.trainer_state, np.int32(fs.consecutive_nonfinite), batches if host else train,
-                    np.int32(fs.step), np.int32(end - fs.step), shuffle_key, step_key)
+                    perm, perm_epoch, np.int32(fs.step), np.int32(end - fs.step), shuffle_key, step_key)
                 if host and end < steps:  # dispatch is asynchronous: gather the next chunk meanwhile
                     prefetched = (end, fetch(end, min((end // length + 1) * length, steps)))
                 infos, active, consecutive = jax.device_get((infos, active, consecutive))
