@@ -202,6 +202,10 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
     encoder = MLPEncoder() if encoder is None else encoder
     decoder = (MLPDecoder() if decoder is None else decoder).clone(dim=dim, params_per_dim=likelihood.params_per_dim)
     features = features_dim(encoder, dim)
+    out = jax.eval_shape(lambda: decoder.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, latent_dim)))[0])
+    if out.shape != (1, dim, likelihood.params_per_dim):
+        raise ValueError(f"the decoder must map (n, {latent_dim}) to (n, {dim}, {likelihood.params_per_dim}), "
+                         f"got shape {out.shape}")
     heads = _Heads(encoder, latent_dim, float(min_log_sigma))
     if flow is not None:
         if not isinstance(flow, Bijector):
