@@ -324,8 +324,9 @@ def bounds(model: VAE, params: PyTree, x: Array, key: Array, k: int = 1000, *,
     """
     k = _check_int(k, 1, "k (IWAE samples)")
     ke, ki = jax.random.split(key)
-    elbo = float(jnp.mean(model.elbo(params, x, ke, num_elbo_samples, beta=1.0)))
-    iw = float(jnp.mean(model.iwae(params, x, ki, k)))
+    elbo = float(jnp.mean(jax.jit(model.elbo, static_argnums=3, static_argnames="beta")(
+        params, x, ke, num_elbo_samples, beta=1.0)))
+    iw = float(jnp.mean(jax.jit(model.iwae, static_argnums=3)(params, x, ki, k)))
     return Bounds(elbo, iw, iw - elbo, k)
 
 
