@@ -248,7 +248,10 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
         return jax.vmap(jax.vmap(one))(z0)
 
     def sample_posterior(params, x, key, m):
-        mu, log_s, h = encode(params, x)
+        return _sample_posterior(params, encode(params, x), key, m)
+
+    def _sample_posterior(params, encoded, key, m):
+        mu, log_s, h = encoded
         eps = jax.random.normal(key, mu.shape[:1] + (m, latent_dim), mu.dtype)
         z = mu[:, None] + jnp.exp(log_s)[:, None] * eps
         log_q = jnp.sum(-0.5 * eps**2 - log_s[:, None] - 0.5 * _LOG_2PI, axis=-1)
@@ -260,18 +263,23 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
     def _log_prior(z):
         return jnp.sum(-0.5 * z**2 - 0.5 * _LOG_2PI, axis=-1)
 
-    def log_weights(params, x, key, m):
-        x = _rows(x)
-        z, log_q = sample_posterior(params, x, key, m)
+    def _log_weights(params, x, encoded, key, m):
+        z, log_q = _sample_posterior(params, encoded, key, m)
         log_px_z = likelihood.log_prob(decode(params, z), x[:, None])
         return log_px_z, _log_prior(z), log_q
+
+    def log_weights(params, x, key, m):
+        x = _rows(x)
+        return _log_weights(params, x, encode(params, x), key, m)
 
     def elbo(params, x, key, num_samples=1, beta=None):
         num_samples = _check_int(num_samples, 1, "num_samples")
         b = model_beta if beta is None else float(beta)
-        log_px_z, log_pz, log_q = log_weights(params, x, jax.random.fold_in(key, 0), num_samples)
+        x = _rows(x)
+        encoded = encode(params, x)
+        log_px_z, log_pz, log_q = _log_weights(params, x, encoded, jax.random.fold_in(key, 0), num_samples)
         if analytic_kl:
-            mu, log_s, _ = encode(params, x)
+            mu, log_s, _ = encoded
             kl = 0.5 * jnp.sum(mu**2 + jnp.exp(2 * log_s) - 1.0 - 2 * log_s, axis=-1)
             return jnp.mean(log_px_z, axis=1) - b * kl
         return jnp.mean(log_px_z + b * (log_pz - log_q), axis=1)
@@ -281,9 +289,10 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
         x = _rows(x)
         chunk = max(1, min(k, max_rows // max(x.shape[0], 1)))
         chunks = -(-k // chunk)
+        encoded = encode(params, x)  # once; the k draws reuse it
 
         def one(c):
-            lpx, lpz, lq = log_weights(params, x, jax.random.fold_in(key, c), chunk)
+            lpx, lpz, lq = _log_weights(params, x, encoded, jax.random.fold_in(key, c), chunk)
             index = c * chunk + jnp.arange(chunk)
             return jnp.where(index[None, :] < k, lpx + (lpz - lq), -jnp.inf)  # the last chunk may overhang k
 
