@@ -150,19 +150,46 @@ class _Product(nn.Module):
         return (z[..., :1] * z[..., 1:2])[..., None]
 
 
-def test_flow_posterior_is_tighter_than_the_gaussian_on_a_curved_posterior():
+def _best_diagonal_gaussian_elbo(x, sigma):
+    """max over q = N(m, diag(s^2)) of the ELBO of the product model, in closed form:
+    E_q (x - z1 z2)^2 = x^2 - 2 x m1 m2 + (m1^2 + s1^2)(m2^2 + s2^2) for independent coordinates."""
+    from scipy.optimize import minimize
+
+    def neg_elbo(p):
+        m1, m2, l1, l2 = p
+        s1, s2 = np.exp(l1), np.exp(l2)
+        e2 = x**2 - 2 * x * m1 * m2 + (m1**2 + s1**2) * (m2**2 + s2**2)
+        ll = -e2 / (2 * sigma**2) - np.log(sigma) - 0.5 * np.log(2 * np.pi)
+        return -(ll - 0.5 * (m1**2 + s1**2 + m2**2 + s2**2) - np.log(2 * np.pi) + l1 + l2 + np.log(2 * np.pi * np.e))
+
+    runs = [minimize(neg_elbo, [a, a, -1.0, -1.0], method="Nelder-Mead",
+                     options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000}) for a in (0.5, 1.0, 2.0)]
+    best = min(runs, key=lambda r: r.fun)
+    return -best.fun, best.x
+
+
+def test_flow_posterior_beats_every_gaussian_on_a_curved_posterior():
+    """x = z1 z2 + noise observed at 1.5: the posterior follows a hyperbola. The best diagonal Gaussian posterior
+    (closed form, optimised here) is beaten by a trained IAF posterior; log p(x) is the same for both."""
     from genlearn.train import fit
 
     x = jnp.full((64, 1), 1.5)
-    results = {}
-    for name, flow in (("gaussian", None), ("iaf", V.iaf_posterior(2, 0, num_layers=3, hidden=(32, 32)))):
-        model = V.vae(1, 2, encoder=V.MLPEncoder(()), decoder=_Product(), likelihood=V.gaussian(0.1), flow=flow)
-        res = fit(model.loss, jax.jit(model.init)(jax.random.PRNGKey(0)), x, optimizer=optax.adam(3e-3), steps=800,
-                  batch_size=64, key=jax.random.PRNGKey(1), progress=False)
-        elbo = jax.jit(model.elbo, static_argnums=3)(res.params, x[:1], jax.random.PRNGKey(2), 20000)
-        results[name] = float(np.mean(np.asarray(elbo)))
-    # log p(x) is the same for both; the Gaussian cannot bend along z_1 z_2 = 1.5, the IAF can
-    assert results["iaf"] > results["gaussian"] + 0.1, results
+    best, (m1, m2, l1, l2) = _best_diagonal_gaussian_elbo(1.5, 0.1)
+    # our Monte-Carlo ELBO of that Gaussian posterior agrees with the closed form
+    gauss = V.vae(1, 2, encoder=V.MLPEncoder(()), decoder=_Product(), likelihood=V.gaussian(0.1))
+    p = jax.jit(gauss.init)(jax.random.PRNGKey(0))
+    p["encoder"]["params"]["mu"] = {"kernel": jnp.zeros((1, 2)), "bias": jnp.asarray([m1, m2], jnp.float32)}
+    p["encoder"]["params"]["log_sigma"] = {"kernel": jnp.zeros((1, 2)),
+                                           "bias": jnp.asarray(_raw_for([l1, l2]), jnp.float32)}
+    elbo = jax.jit(gauss.elbo, static_argnums=3)
+    assert abs(float(jnp.mean(elbo(p, x[:1], jax.random.PRNGKey(2), 20000))) - best) < 0.05
+
+    flow = V.vae(1, 2, encoder=V.MLPEncoder(()), decoder=_Product(), likelihood=V.gaussian(0.1),
+                 flow=V.iaf_posterior(2, 0, num_layers=3, hidden=(32, 32)))
+    res = fit(flow.loss, jax.jit(flow.init)(jax.random.PRNGKey(0)), x, optimizer=optax.adam(3e-3), steps=800,
+              batch_size=64, key=jax.random.PRNGKey(1), progress=False)
+    iaf = float(jnp.mean(jax.jit(flow.elbo, static_argnums=3)(res.params, x[:1], jax.random.PRNGKey(2), 20000)))
+    assert iaf > best + 0.5, (iaf, best)  # measured: -3.5 against -5.12
 
 
 def test_bad_input_names_the_problem():
