@@ -7,7 +7,8 @@ __version__ = "0.1.0"
 
 # Subpackages with heavier imports load on first attribute access (``gl.metrics``, ``gl.train``, ...).
 _LAZY_SUBMODULES = ("classical", "compare", "data", "distances", "energy", "gan", "interop", "metrics",
-                    "parallel", "plotting", "registry", "runs", "train")
+                    "parallel", "plotting", "registry", "runs", "train",
+                    "vae")
 
 
 def __getattr__(name):

@@ -7,8 +7,8 @@ dataset at all. `genlearn.runs` does the rest the same way for every family
 (run directories, NLL metrics, figures, loading), so a new family is one
 module with one ``register(Family(...))`` call (docs/ARCHITECTURE.md walks
 through a diagonal Gaussian; tests/test_registry.py runs it). Built-in
-families (``realnvp nice maf iaf spline glow cnf histogram kde gmm ebm gan``)
-live in ``genlearn/{flows,classical,energy,gan}/run.py`` and are imported on
+families (``realnvp nice maf iaf spline glow cnf histogram kde gmm ebm gan``, and ``vae``)
+live in ``genlearn/{flows,classical,energy,gan}/run.py`` (``genlearn/vae/run.py``) and are imported on
 the first lookup.
 """
 
@@ -22,7 +22,8 @@ __all__ = ["Option", "Context", "Training", "Family", "register", "unregister", 
            "LEARNING_RATE", "HIDDEN", "RESUME",
            "positive_int", "nonneg_int", "positive_float", "nonneg_float", "fraction", "widths"]
 
-_BUILTIN_MODULES = ("genlearn.flows.run", "genlearn.classical.run", "genlearn.energy.run", "genlearn.gan.run")
+_BUILTIN_MODULES = ("genlearn.flows.run", "genlearn.classical.run", "genlearn.energy.run", "genlearn.gan.run",
+                    "genlearn.vae.run")
 
 
 def _number(cast, minimum: float, strict: bool, below: float | None = None):

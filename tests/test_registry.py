@@ -111,6 +111,9 @@ def test_old_and_foreign_run_directories_are_rejected(tmp_path):
 
 
 BUILTINS = ["realnvp", "nice", "maf", "iaf", "spline", "glow", "cnf", "histogram", "kde", "gmm", "ebm", "gan"]
+BUILTINS += ["vae"]
+ESTIMATED = {"ebm", "vae"}  # log_prob an estimate: AIS log Z; the IWAE-k bound
+NEEDS_KEY = {"vae"}  # log_prob(params, x, key)
 SMALL = {"num_layers": 1, "hidden": [8, 8], "sample_steps": 2, "latent_dim": 2, "num_components": 2,
          "n_init": 1, "bins": 5, "bandwidth": "scott", "critic_hidden": [8, 8]}
 
@@ -140,8 +143,8 @@ def test_every_family_fills_the_model_protocol(name, tmp_path):
         args = (jax.random.PRNGKey(2),) if model.log_prob_needs_key else ()
         lp = model.log_prob(params, jnp.asarray(ds.test[:5]), *args)
         assert lp.shape == (5,)
-        assert model.log_prob_is_exact == (name != "ebm")
-        assert not model.log_prob_needs_key  # the built-in runs keep log Z with an EBM's params
+        assert model.log_prob_is_exact == (name not in ESTIMATED)
+        assert model.log_prob_needs_key == (name in NEEDS_KEY)  # the built-in runs keep log Z with an EBM's params
     # the params survive the run directory's save/load (runs.load restores tuples)
     save_pytree(str(tmp_path / "m"), params, metadata={})
     back = runs._tuples(load_pytree(str(tmp_path / "m"))[0])

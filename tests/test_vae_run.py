@@ -1,0 +1,89 @@
+"""The vae family end to end: `genlearn fit vae` on digits (learns past the GMM's bits/dim at CI size) and on
+moons with the IAF posterior, sample / eval reloads, the compare roster, and option errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from genlearn import compare, registry, runs
+from genlearn.cli import main
+from genlearn.data import load_dataset
+
+
+def test_fit_vae_on_digits_learns_and_reports_its_bounds(tmp_path, capsys):
+    out = str(tmp_path / "vae")
+    assert main(["fit", "vae", "--data", "digits", "--steps", "250", "--hidden", "128,128", "--latent-dim", "8",
+                 "--eval-samples", "16", "--out", out, "--no-progress"]) == 0
+    for name in ("config.json", "metrics.json", "samples.png", "loss.png", "model"):
+        assert os.path.exists(os.path.join(out, name)), name
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    # a CI-sized VAE already beats the best Gaussian mixture (2.66 bits/dim; benchmarks/results/foundation.md)
+    assert m["test_bits_per_dim"] < 2.66, m
+    # the runs layer's NLL is the IWAE-16 bound of log P(floor(y)); the report's IWAE is the same bound
+    assert abs(m["test_iwae_bits_per_dim"] - m["test_bits_per_dim"]) < 0.01
+    assert m["test_bound_gap"] > 0 and m["test_elbo"] < m["test_iwae"] and m["iwae_k"] == 16
+    assert np.isclose(m["test_iwae_bits_per_dim"] - m["test_elbo_bits_per_dim"],
+                      -m["test_bound_gap"] / (64 * np.log(2)))
+    assert np.isfinite(m["fid_features"]) and m["fid_features"] > 0
+    # sample reloads the params: dequantised digits y = x + u in [0, 17)
+    assert main(["sample", "--run", out, "-n", "20", "--out", str(tmp_path / "s.npy")]) == 0
+    y = np.load(tmp_path / "s.npy")
+    assert y.shape == (20, 64) and y.min() >= 0 and y.max() < 17 and np.any(y != np.floor(y))
+    run = runs.load(out)
+    assert not run.model.log_prob_is_exact and run.model.log_prob_needs_key
+    capsys.readouterr()
+
+
+@pytest.mark.slow  # the default suite builds the IAF-posterior Model below and trains it in test_vae.py
+def test_fit_vae_on_moons_with_an_iaf_posterior(tmp_path, capsys):
+    out = str(tmp_path / "iaf")
+    assert main(["fit", "vae", "--data", "moons", "--steps", "150", "--hidden", "32,32", "--posterior", "iaf",
+                 "--flow-layers", "1", "--eval-samples", "8", "--out", out, "--no-progress"]) == 0
+    for name in ("samples.png", "density.png", "loss.png"):
+        assert os.path.exists(os.path.join(out, name)), name
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert np.isfinite(m["test_nll"]) and np.isfinite(m["test_nll_standardized"]) and m["iwae_k"] == 8
+    assert json.load(open(os.path.join(out, "config.json")))["options"]["posterior"] == "iaf"
+    # eval reloads the run; its IWAE-8 draws other noise than fit's, so the NLL agrees up to the estimate's spread
+    assert main(["eval", "--run", out, "--num-samples", "200"]) == 0
+    merged = json.load(open(os.path.join(out, "metrics.json")))
+    assert abs(merged["test_nll"] - m["test_nll"]) < 0.05 and "w2_exact" in merged
+    capsys.readouterr()
+
+
+def test_the_iaf_posterior_model_of_the_registry():
+    import jax
+    import jax.numpy as jnp
+
+    family, ds = registry.get("vae"), load_dataset("ring8", n_train=300, n_test=50)
+    opts = runs.resolve_options(family, ds, {"posterior": "iaf", "hidden": [16], "eval_samples": 4})
+    model = family.build(opts, 2, family.preprocess(ds))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0))
+    assert "flow" in params
+    lp = jax.jit(model.log_prob)(params, jnp.asarray(ds.test[:5]), jax.random.PRNGKey(1))
+    assert lp.shape == (5,) and bool(jnp.all(jnp.isfinite(lp)))
+
+
+def test_vae_options_are_checked(tmp_path, capsys):
+    tiny = ["--steps", "2", "--out", str(tmp_path / "x"), "--no-progress"]
+    for extra, message in ((["--likelihood", "logistic"], "needs pixel data"),
+                           (["--network", "conv"], "needs square images"),
+                           (["--posterior", "iaf", "--latent-dim", "1"], "needs --latent-dim >= 2")):
+        assert main(["fit", "vae", "--data", "moons", *extra, *tiny]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --latent-dim must be >= 1
+        main(["fit", "vae", "--data", "moons", "--latent-dim", "0", *tiny])
+    assert "--latent-dim: must be >= 1" in capsys.readouterr().err
+    assert main(["fit", "vae", "--data", "moons", "--bins", "3", *tiny]) == 2
+    assert "vae does not take --bins" in capsys.readouterr().err
+
+
+def test_vae_is_in_the_compare_roster():
+    entry = compare.ROSTER["vae"]
+    assert entry.family == "vae" and "vae" in registry.names()
+    opts = runs.resolve_options(registry.get("vae"), load_dataset("digits"), entry.options)
+    assert opts["eval_samples"] == entry.options["eval_samples"] and opts["likelihood"] == "logistic"
