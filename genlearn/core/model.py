@@ -9,7 +9,10 @@ explicit capability fields instead of signature sniffing:
 * ``log_prob(params, x[, key]) -> (n,)`` batched, or None without a density;
   ``log_prob_needs_key`` says whether a key is the third argument and
   ``log_prob_is_exact`` whether the value is exact or an estimate (an EBM's
-  ``log Z`` by AIS, a Hutchinson-trace CNF);
+  ``log Z`` by AIS, a Hutchinson-trace CNF); ``log_prob_is_discrete`` that it
+  depends on ``x`` only through ``floor(x)`` (a discrete model P(x) read as a
+  density on dequantised pixels, e.g. a VAE's discretised-logistic decoder),
+  so one dequantisation draw evaluates it exactly;
 * ``sample(params, key, n) -> (n, dim)``.
 
 The adapters below fill it from each family's own NamedTuple, so
@@ -35,6 +38,7 @@ class Model(NamedTuple):
     sample: Callable[[Any, jax.Array, int], jax.Array]
     log_prob_is_exact: bool = True
     log_prob_needs_key: bool = False
+    log_prob_is_discrete: bool = False
 
 
 def from_flow(flow, outer=None, *, data_init: bool = False, log_prob_needs_key: bool = False) -> Model:

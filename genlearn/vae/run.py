@@ -117,7 +117,7 @@ def build(options: dict, dim: int, pre: dict) -> Model:
 
     # runs draws its figures' samples outside jit: compile the sampler once instead of dispatching op by op
     return Model(dim, lambda key, data=None: model.init(key), log_prob, jax.jit(sample, static_argnums=2),
-                 log_prob_is_exact=False, log_prob_needs_key=True)
+                 log_prob_is_exact=False, log_prob_needs_key=True, log_prob_is_discrete=pre["kind"] == "pixels")
 
 
 def _model_data(dataset: Dataset, pre: dict) -> np.ndarray:
