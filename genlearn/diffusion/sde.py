@@ -102,7 +102,7 @@ def check_time(t, what: str = "t") -> None:
         return
     if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0.0 or arr.max() > 1.0):
         bad = arr[~(np.isfinite(arr) & (arr >= 0) & (arr <= 1))].ravel()[0]
-        raise ValueError(f"{what} must lie in [0, 1] (the SDE's time interval), got {bad!r}")
+        raise ValueError(f"{what} must lie in [0, 1] (the SDE's time interval), got {float(bad)!r}")
 
 
 def _positive(value, what: str) -> float:
