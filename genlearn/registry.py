@@ -22,7 +22,8 @@ __all__ = ["Option", "Context", "Training", "Family", "register", "unregister", 
            "LEARNING_RATE", "HIDDEN", "RESUME",
            "positive_int", "nonneg_int", "positive_float", "nonneg_float", "fraction", "widths"]
 
-_BUILTIN_MODULES = ("genlearn.flows.run", "genlearn.classical.run", "genlearn.energy.run", "genlearn.gan.run")
+_BUILTIN_MODULES = ("genlearn.flows.run", "genlearn.classical.run", "genlearn.energy.run", "genlearn.gan.run",
+                    "genlearn.diffusion.run")
 
 
 def _number(cast, minimum: float, strict: bool, below: float | None = None):

@@ -102,7 +102,8 @@ def time_sampler(sde: SDE, kind: str = "uniform", weighting: str = "sigma2", gri
         lo = max(t0, 1e-8)
         grid = np.unique(np.concatenate([np.geomspace(lo, 1.0, grid_size), np.linspace(lo, 1.0, grid_size)]))
         grid[0] = t0
-        w = np.asarray(weight(sde, weighting, jnp.asarray(grid, jnp.float32)), np.float64)
+        with jax.ensure_compile_time_eval():  # a constant table, also when built inside a jitted function
+            w = np.asarray(weight(sde, weighting, jnp.asarray(grid, jnp.float32)), np.float64)
         mass = 0.5 * (w[1:] + w[:-1]) * np.diff(grid)  # trapezoid mass per segment
         cdf = np.concatenate([[0.0], np.cumsum(mass)])
         total = cdf[-1]

@@ -287,8 +287,9 @@ class Discretization(NamedTuple):
 def discretize(sde: SDE, num_steps: int) -> Discretization:
     """The exact one-step transitions between the times of :func:`time_grid` (module docstring)."""
     t = time_grid(sde, num_steps)
-    m = np.asarray(sde.mean_coeff(jnp.asarray(t, jnp.float32)), np.float64)
-    s = np.asarray(sde.std(jnp.asarray(t, jnp.float32)), np.float64)
+    with jax.ensure_compile_time_eval():  # constants, also when a sampler is built inside a jitted function
+        m = np.asarray(sde.mean_coeff(jnp.asarray(t, jnp.float32)), np.float64)
+        s = np.asarray(sde.std(jnp.asarray(t, jnp.float32)), np.float64)
     a = np.ones_like(t)
     a[1:] = m[1:] / m[:-1]
     b2 = np.zeros_like(t)
