@@ -112,8 +112,11 @@ class _ResBlock(nn.Module):
     def __call__(self, h, e):
         act = activation_fn(self.activation)
         r = nn.Conv(self.channels, (3, 3))(act(nn.GroupNorm(_groups(h.shape[-1]))(h)))
-        r = r + nn.Dense(self.channels)(act(e))[:, None, None, :]
-        r = nn.Conv(self.channels, (3, 3))(act(nn.GroupNorm(_groups(self.channels))(r)))
+        # scale-shift conditioning after the norm (Nichol & Dhariwal 2021): a bias added before a GroupNorm
+        # would be removed by it whenever a group is one channel
+        scale, shift = jnp.split(nn.Dense(2 * self.channels)(act(e))[:, None, None, :], 2, -1)
+        r = nn.GroupNorm(_groups(self.channels))(r) * (1.0 + scale) + shift
+        r = nn.Conv(self.channels, (3, 3))(act(r))
         if h.shape[-1] != self.channels:
             h = nn.Conv(self.channels, (1, 1))(h)
         return h + r
