@@ -85,12 +85,17 @@ class ScoreMLP(nn.Module):
     emb_dim: int = 64
     num_classes: int = 0
     activation: str | Callable = "silu"
+    input_freqs: int = 0
 
     @nn.compact
     def __call__(self, x, t, label=None):
         act = activation_fn(self.activation)
         e = _Conditioning(self.emb_dim, self.num_classes, self.activation)(_batch_time(t, x),
                                                                           _labels(label, x, self.num_classes))
+        if self.input_freqs:  # positional encoding sin/cos(2^k pi x / 4): sharp scores need high frequencies
+            freqs = (2.0 ** jnp.arange(self.input_freqs, dtype=x.dtype)) * (jnp.pi / 4)
+            arg = (x[..., None] * freqs).reshape(x.shape[0], -1)
+            x = jnp.concatenate([x, jnp.sin(arg), jnp.cos(arg)], -1)
         h = nn.Dense(self.hidden[0])(x)
         for width in self.hidden:
             if h.shape[-1] != width:
@@ -201,8 +206,13 @@ def _wrap(module: nn.Module, dim: int, num_classes: int, kind: str, check: Calla
 
 
 def mlp_net(dim: int, hidden: Sequence[int] = (256, 256, 256), *, emb_dim: int = 64, num_classes: int = 0,
-            activation: str | Callable = "silu") -> ScoreNet:
-    """A :class:`ScoreMLP` for vectors of dimension ``dim`` (``hidden`` widths, one residual block each)."""
+            activation: str | Callable = "silu", input_freqs: int = 0) -> ScoreNet:
+    """A :class:`ScoreMLP` for vectors of dimension ``dim`` (``hidden`` widths, one residual block each).
+
+    ``input_freqs`` > 0 appends sin / cos(2^k pi x / 4), k < input_freqs, to the input (a positional
+    encoding, Tancik et al. 2020): the score of sharp modes is a high-frequency function of x.
+    """
+    input_freqs = _check_int(input_freqs, 0, "mlp_net: input_freqs")
     dim = _check_int(dim, 1, "mlp_net: dim")
     num_classes = _check_int(num_classes, 0, "mlp_net: num_classes")
     hidden = tuple(_check_int(w, 1, "mlp_net: hidden width") for w in hidden)
@@ -214,7 +224,7 @@ def mlp_net(dim: int, hidden: Sequence[int] = (256, 256, 256), *, emb_dim: int =
         if x.ndim != 2 or x.shape[1] != dim:
             raise ValueError(f"mlp_net: expected a batch of shape (n, {dim}), got {tuple(x.shape)}")
 
-    return _wrap(ScoreMLP(dim, hidden, emb_dim, num_classes, activation), dim, num_classes, "mlp", check)
+    return _wrap(ScoreMLP(dim, hidden, emb_dim, num_classes, activation, input_freqs), dim, num_classes, "mlp", check)
 
 
 def unet_net(image_shape: tuple[int, int] = (8, 8), channels: int = 32, *, emb_dim: int = 64, num_classes: int = 0,

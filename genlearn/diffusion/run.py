@@ -45,7 +45,7 @@ __all__ = ["defaults", "preprocess", "build", "build_diffusion", "trainer", "dig
 def defaults(dataset, chosen: dict | None = None) -> dict:
     """Per-data defaults (benchmarks/diffusion_numbers.py measures them).
 
-    Toys: a VP SDE, an MLP of 3 residual blocks of width 256, epsilon
+    Toys: a VP SDE, an MLP of 3 residual blocks of width 128, epsilon
     prediction, likelihood weighting with importance-sampled times (the
     probability-flow NLL is the target), EMA 0.999, ancestral sampling with
     200 steps. Pixels: the U-Net, sigma^2 weighting (sample quality) and
@@ -54,7 +54,8 @@ def defaults(dataset, chosen: dict | None = None) -> dict:
     pixels = dataset.discrete_levels is not None
     opts: dict[str, Any] = {
         "sde": "vp", "beta_min": 0.1, "beta_max": 20.0, "sigma_min": 0.01, "sigma_max": None, "t_min": 1e-5,
-        "net": "unet" if pixels else "mlp", "hidden": [256, 256, 256], "channels": 32, "emb_dim": 64,
+        "net": "unet" if pixels else "mlp", "hidden": [128, 128, 128], "channels": 32, "emb_dim": 64,
+        "input_freqs": 0,
         "parameterization": "eps", "weighting": "likelihood", "time_sampling": "importance",
         "num_classes": 0, "label_dropout": 0.0, "guidance": None,
         "steps": 6000, "batch_size": 512, "learning_rate": 2e-3, "grad_clip": 1.0, "ema_decay": 0.999,
@@ -105,7 +106,8 @@ def build_diffusion(options: dict, dim: int):
             raise ValueError(f"the U-Net needs square images; {dim} values per example are not one")
         net = unet_net((side, side), o["channels"], emb_dim=o["emb_dim"], num_classes=o["num_classes"])
     else:
-        net = mlp_net(dim, tuple(o["hidden"]), emb_dim=o["emb_dim"], num_classes=o["num_classes"])
+        net = mlp_net(dim, tuple(o["hidden"]), emb_dim=o["emb_dim"], num_classes=o["num_classes"],
+                      input_freqs=o.get("input_freqs", 0))
     return diffusion_model(sde, net, o["parameterization"])
 
 
@@ -296,6 +298,8 @@ OPTIONS = (
     registry.Option("--sde", "sde", str, "diffusion: forward SDE", ("vp", "vp-cosine", "subvp", "ve")),
     registry.Option("--net", "net", str, "diffusion: noise-conditional network", ("mlp", "unet")),
     registry.Option("--channels", "channels", registry.positive_int, "diffusion: U-Net channels"),
+    registry.Option("--input-freqs", "input_freqs", registry.nonneg_int,
+                    "diffusion: MLP input positional-encoding frequencies"),
     registry.Option("--parameterization", "parameterization", str, "diffusion: network output",
                     ("eps", "v", "score")),
     registry.Option("--weighting", "weighting", str, "diffusion: DSM weighting lambda(t)", ("sigma2", "likelihood")),
