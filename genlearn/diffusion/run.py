@@ -45,11 +45,13 @@ __all__ = ["defaults", "preprocess", "build", "build_diffusion", "trainer", "dig
 def defaults(dataset, chosen: dict | None = None) -> dict:
     """Per-data defaults (benchmarks/diffusion_numbers.py measures them).
 
-    Toys: a VP SDE, an MLP of 3 residual blocks of width 128, epsilon
-    prediction, likelihood weighting with importance-sampled times (the
-    probability-flow NLL is the target), EMA 0.999, ancestral sampling with
-    200 steps. Pixels: the U-Net, sigma^2 weighting (sample quality) and
-    early stopping on a validation split (1400 images overfit).
+    Continuous data: a VP SDE, an MLP of 3 residual blocks (width 256),
+    epsilon prediction, likelihood weighting with importance-sampled times
+    (the probability-flow NLL is the target), 8000 steps, EMA 0.999,
+    ancestral sampling with 200 steps. Sharp mixtures (data with known mode
+    centres): width 128 with a positional encoding of the input, sigma^2
+    weighting, 4000 steps, Euler-Maruyama sampling. Pixels: the U-Net, sigma^2
+    weighting (sample quality), a validation split, Hutchinson trace.
     """
     pixels = dataset.discrete_levels is not None
     opts: dict[str, Any] = {
@@ -63,10 +65,19 @@ def defaults(dataset, chosen: dict | None = None) -> dict:
         "sampler": "ancestral", "sample_nfe": 200, "trace": "exact", "rtol": 1e-4, "atol": 1e-4,
         "bound_num_t": 16,
     }
+    if not pixels and dataset.centers is not None:
+        # sharp mixtures (ring8, grid25: modes 0.02 wide): the score near t = 0 is a high-frequency function of
+        # x, which a positional encoding of the input resolves; sigma^2 weighting and Euler-Maruyama for
+        # sample quality (grid25, 4000 steps: 25/25 modes, 96.8 % high quality; 93 % with ancestral 200)
+        opts.update(input_freqs=6, weighting="sigma2", time_sampling="uniform", steps=4000,
+                    sampler="euler_maruyama")
+    elif not pixels:  # likelihood (moons: 1.147 standardised vs the true 1.131 on 1000 test points)
+        opts.update(hidden=[256, 256, 256], steps=8000)
     if pixels:
         opts.update(weighting="sigma2", time_sampling="uniform", steps=4000, batch_size=128, learning_rate=1e-3,
                     val_fraction=0.1, eval_every=200, patience=None, trace="hutchinson", rtol=1e-3, atol=1e-3,
                     bound_num_t=16)
+    opts["batch_size"] = min(opts["batch_size"], int(dataset.train.shape[0] * (1 - opts["val_fraction"])))
     return opts
 
 
