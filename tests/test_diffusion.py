@@ -117,7 +117,7 @@ def test_importance_sampled_times_give_the_closed_form_likelihood_loss():
     estimate it to 1 % where uniform times (weight ~ 1/t) are far noisier."""
     sde, sig = gd.vp(), 1.5
     model = gaussian_model(sde, mu=0.0, sig=sig)
-    x = sig * jax.random.normal(jax.random.PRNGKey(0), (100000, 2))
+    x = sig * jax.random.normal(jax.random.PRNGKey(0), (50000, 2))
     snr0, snr1 = (float(jnp.exp(sde.log_snr(t))) for t in (sde.t_min, 1.0))
     exact = (np.log1p(sig**2 * snr0) - np.log1p(sig**2 * snr1)) / (1 - sde.t_min)
     imp = gd.dsm_loss(model, weighting="likelihood", time_sampling="importance")(None, x, jax.random.PRNGKey(2))
@@ -149,10 +149,10 @@ def test_hutchinson_likelihood_is_unbiased():
     sde = gd.vp()
     model = mixture_model(sde)
     x = mixture_samples(jax.random.PRNGKey(0), 4)
-    exact = gd.log_prob(model, None, x, rtol=1e-5, atol=1e-5)
-    reps = 64
+    exact = gd.log_prob(model, None, x, rtol=1e-4, atol=1e-4)
+    reps = 32
     est = gd.log_prob(model, None, jnp.tile(x, (reps, 1)), trace="hutchinson", key=jax.random.PRNGKey(1),
-                      rtol=1e-5, atol=1e-5).reshape(reps, 4)
+                      rtol=1e-4, atol=1e-4).reshape(reps, 4)
     assert np.all(np.asarray(est.std(0)) > 1e-3)
     np.testing.assert_array_less(np.abs(est.mean(0) - exact), 4 * est.std(0) / np.sqrt(reps) + 1e-3)
 
@@ -179,8 +179,8 @@ def test_samplers_agree_in_distribution_on_a_mixture():
     reference = np.asarray(mixture_samples(jax.random.PRNGKey(99), 1000))
     wrong = reference + np.array([0.3, 0.0])  # a shift of 1.5 mode widths is detected
     assert mmd_permutation_test(wrong, reference, jax.random.PRNGKey(0), num_permutations=200).p_value < 0.01
-    for i, (method, nfe) in enumerate([("ancestral", 100), ("ddim", 50), ("euler_maruyama", 200),
-                                       ("predictor_corrector", 200), ("ode", None)]):
+    for i, (method, nfe) in enumerate([("ancestral", 50), ("ddim", 25), ("euler_maruyama", 100),
+                                       ("predictor_corrector", 100), ("ode", None)]):
         xs = gd.sample(model, None, jax.random.PRNGKey(i), 1000, method=method, nfe=nfe)
         res = mmd_permutation_test(np.asarray(xs), reference, jax.random.PRNGKey(10 + i), num_permutations=200)
         assert res.p_value > 0.01, (method, res)
@@ -244,7 +244,7 @@ def test_float64_works():
         assert loss.dtype == jnp.float64 and np.isfinite(float(loss))
         xs = gd.sample(model, params, jax.random.PRNGKey(4), 5, method="euler_maruyama", nfe=5)
         assert xs.dtype == jnp.float64 and np.all(np.isfinite(np.asarray(xs)))
-        lp = gd.log_prob(model, params, x, rtol=1e-8, atol=1e-8)
+        lp = gd.log_prob(model, params, x, rtol=1e-6, atol=1e-6)
         assert lp.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(lp), np.asarray(lp32), atol=1e-2)  # float32 at rtol 1e-5
 
@@ -252,17 +252,18 @@ def test_float64_works():
 def test_conditional_unet_uses_labels_and_guidance():
     model = _small_models()[1]
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
-                                    model.init(jax.random.PRNGKey(0)))
+                                    jax.jit(model.init)(jax.random.PRNGKey(0)))
     x = jax.random.normal(jax.random.PRNGKey(2), (4, 64))
-    e0, e1 = model.eps(params, x, 0.5, jnp.zeros(4, jnp.int32)), model.eps(params, x, 0.5, jnp.ones(4, jnp.int32))
+    eps = jax.jit(model.eps)
+    e0, e1 = eps(params, x, 0.5, jnp.zeros(4, jnp.int32)), eps(params, x, 0.5, jnp.ones(4, jnp.int32))
     assert float(jnp.abs(e0 - e1).max()) > 1e-4
-    np.testing.assert_allclose(gd.eps_fn(model, params, jnp.ones(4, jnp.int32), guidance=0.0)(x, 0.5), e1,
-                               rtol=1e-6)
-    null = model.eps(params, x, 0.5)  # no label: the null label
-    np.testing.assert_allclose(gd.eps_fn(model, params, jnp.ones(4, jnp.int32), guidance=1.5)(x, 0.5),
-                               2.5 * e1 - 1.5 * null, rtol=1e-4, atol=1e-6)
+    unguided = jax.jit(lambda p, v: gd.eps_fn(model, p, jnp.ones(4, jnp.int32), guidance=0.0)(v, 0.5))
+    np.testing.assert_allclose(unguided(params, x), e1, rtol=1e-5, atol=1e-6)
+    null = eps(params, x, 0.5, None)  # no label: the null label
+    guided = jax.jit(lambda p, v: gd.eps_fn(model, p, jnp.ones(4, jnp.int32), guidance=1.5)(v, 0.5))
+    np.testing.assert_allclose(guided(params, x), 2.5 * e1 - 1.5 * null, rtol=1e-4, atol=1e-5)
     # images may also come as (n, 8, 8)
-    out = model.net.apply(params, x.reshape(4, 8, 8), 0.5)
+    out = jax.jit(model.net.apply)(params, x.reshape(4, 8, 8), 0.5)
     assert out.shape == (4, 8, 8)
 
 
