@@ -6,9 +6,8 @@ from genlearn.core import Bijector, Distribution, Flow, Model, chain, make_bijec
 __version__ = "0.1.0"
 
 # Subpackages with heavier imports load on first attribute access (``gl.metrics``, ``gl.train``, ...).
-_LAZY_SUBMODULES = ("classical", "compare", "data", "distances", "energy", "gan", "interop", "metrics",
-                    "parallel", "plotting", "registry", "runs", "train",
-                    "vae")
+_LAZY_SUBMODULES = ("classical", "compare", "data", "diffusion", "distances", "energy", "gan", "interop", "metrics",
+                    "parallel", "plotting", "registry", "runs", "train", "vae")
 
 
 def __getattr__(name):

@@ -23,7 +23,7 @@ __all__ = ["Option", "Context", "Training", "Family", "register", "unregister", 
            "positive_int", "nonneg_int", "positive_float", "nonneg_float", "fraction", "widths"]
 
 _BUILTIN_MODULES = ("genlearn.flows.run", "genlearn.classical.run", "genlearn.energy.run", "genlearn.gan.run",
-                    "genlearn.vae.run")
+                    "genlearn.vae.run", "genlearn.diffusion.run")
 
 
 def _number(cast, minimum: float, strict: bool, below: float | None = None):

@@ -110,11 +110,11 @@ def test_old_and_foreign_run_directories_are_rejected(tmp_path):
         runs.load(str(old))
 
 
-BUILTINS = ["realnvp", "nice", "maf", "iaf", "spline", "glow", "cnf", "histogram", "kde", "gmm", "ebm", "gan"]
-BUILTINS += ["vae"]
+BUILTINS = ["realnvp", "nice", "maf", "iaf", "spline", "glow", "cnf", "histogram", "kde", "gmm", "ebm", "gan",
+            "vae", "diffusion"]
 ESTIMATED = {"ebm", "vae"}  # log_prob an estimate: AIS log Z; the IWAE-k bound
 NEEDS_KEY = {"vae"}  # log_prob(params, x, key)
-SMALL = {"num_layers": 1, "hidden": [8, 8], "sample_steps": 2, "latent_dim": 2, "num_components": 2,
+SMALL = {"num_layers": 1, "hidden": [8, 8], "sample_steps": 2, "sample_nfe": 4, "latent_dim": 2, "num_components": 2,
          "n_init": 1, "bins": 5, "bandwidth": "scott", "critic_hidden": [8, 8]}
 
 

@@ -43,7 +43,7 @@ from genlearn.core.flow import Flow, _check_n, batch_context, check_batch
 from genlearn.flows._common import check_hidden, check_layers
 from genlearn.nn import MLP
 
-__all__ = ["cnf", "cnf_nll", "SOLVERS", "ADJOINTS"]
+__all__ = ["cnf", "cnf_nll", "solve_with_log_det", "SOLVERS", "ADJOINTS"]
 
 Array = jax.Array
 
@@ -60,6 +60,101 @@ def _check_positive(value, what: str) -> float:
     if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"cnf: {what} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def solve_with_log_det(field: Callable, params, x: Array, t0, t1, *, trace: str | None = "exact",
+                       probes: Array | None = None, context: Array | None = None,
+                       solver: str | diffrax.AbstractSolver = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
+                       adjoint: str | diffrax.AbstractAdjoint = "recursive", max_steps: int = 4096,
+                       num_steps: int | None = None, save_ts: Array | None = None):
+    """Solves dx/dt = field(params, x, t[, c]) for a batch from t0 to t1, with the log-determinant.
+
+    The instantaneous change of variables (Chen et al. 2018): along the flow,
+    d/dt log|det dx(t)/dx(t0)| = tr(d field / dx), so the augmented state
+    (x, l) with dl/dt = tr(d field/dx (x(t), t)) gives at t1
+
+        x(t1)  and  l(t1) = log|det dx(t1)/dx(t0)|.
+
+    This is the one solver of the CNF blocks (:func:`cnf`) and of the
+    probability-flow ODE of diffusion models (`genlearn.diffusion.likelihood`).
+
+    Args:
+      field: ``field(params, x, t) -> dx/dt`` for ONE example ``x`` of shape
+        ``(d,)`` and a scalar time (``field(params, x, t, c)`` when ``context``
+        is given); vmapped over the batch here.
+      params: passed to ``field`` (differentiated through by ``adjoint``).
+      x: ``(n, d)`` states at ``t0``.
+      t0, t1: start and end times (t1 < t0 integrates backwards).
+      trace: None (no log-det: l = 0), "exact" (the Jacobian by ``jax.jacfwd``,
+        d forward-mode passes) or "hutchinson" (``probes^T J probes``, one
+        vector-Jacobian product; an unbiased estimate for fixed probes).
+      probes: ``(n, d)`` Hutchinson probes (one per example, fixed along the solve).
+      context: ``(n, c)`` per-example conditioning handed to ``field``, or None.
+      solver: a name of :data:`SOLVERS` or a diffrax solver.
+      rtol, atol: the adaptive controller's tolerances (``num_steps`` None).
+      adjoint: a name of :data:`ADJOINTS` or a diffrax adjoint.
+      max_steps: the solver's step limit.
+      num_steps: fixed steps of size (t1 - t0) / num_steps instead of the
+        adaptive controller (the NFE is then fixed: stages x num_steps).
+      save_ts: times at which to also return the states (a trajectory).
+
+    Returns:
+      ``(x_t1, log_det)`` of shapes ``(n, d)`` and ``(n,)``; with ``save_ts``
+      also ``xs`` of shape ``(len(save_ts), n, d)`` and diffrax's ``stats``.
+    """
+    if trace not in (None, "exact", "hutchinson"):
+        raise ValueError(f"trace must be None, 'exact' or 'hutchinson', got {trace!r}")
+    if trace == "hutchinson" and probes is None:
+        raise ValueError("trace='hutchinson' needs probes (one (d,) probe vector per example)")
+    solver_obj = SOLVERS[solver]() if isinstance(solver, str) else solver
+    adjoint_obj = ADJOINTS[adjoint]() if isinstance(adjoint, str) else adjoint
+    c_axis = None if context is None else 0
+    extra = () if context is None else (context,)
+
+    def one(p, v, t, *c):
+        return field(p, v, t, *c)
+
+    def exact_div(p, v, t, *c):
+        jac, f = jax.jacfwd(lambda u: (one(p, u, t, *c),) * 2, has_aux=True)(v)
+        return f, jnp.trace(jac)
+
+    def hutch_div(p, v, t, eps, *c):
+        f, vjp = jax.vjp(lambda u: one(p, u, t, *c), v)
+        return f, jnp.sum(vjp(eps)[0] * eps)
+
+    if trace is None:
+
+        def vf(t, y, args):
+            return jax.vmap(one, (None, 0, None) + (c_axis,) * len(extra))(args, y, t, *extra)
+
+        y0 = x
+    elif trace == "exact":
+
+        def vf(t, y, args):
+            return jax.vmap(exact_div, (None, 0, None) + (c_axis,) * len(extra))(args, y[0], t, *extra)
+
+        y0 = (x, jnp.zeros(x.shape[:1], x.dtype))
+    else:
+
+        def vf(t, y, args):
+            return jax.vmap(hutch_div, (None, 0, None, 0) + (c_axis,) * len(extra))(args, y[0], t, probes, *extra)
+
+        y0 = (x, jnp.zeros(x.shape[:1], x.dtype))
+    if num_steps is None:
+        controller, dt0 = diffrax.PIDController(rtol=rtol, atol=atol), None
+    else:
+        controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / int(num_steps)
+    saveat = diffrax.SaveAt(t1=True) if save_ts is None else diffrax.SaveAt(ts=save_ts)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vf), solver_obj, t0=t0, t1=t1, dt0=dt0, y0=y0, args=params,
+        stepsize_controller=controller, adjoint=adjoint_obj, max_steps=int(max_steps), saveat=saveat,
+    )
+    xs, ls = (sol.ys, None) if trace is None else sol.ys
+    x_end = xs[-1]
+    l_end = jnp.zeros(x.shape[:1], x.dtype) if ls is None else ls[-1]
+    if save_ts is None:
+        return x_end, l_end
+    return x_end, l_end, xs, sol.stats
 
 
 def cnf(
@@ -128,60 +223,20 @@ def cnf(
         activation = _ACTIVATIONS[activation]
     base_dist = make_base(base, dim)
     net = MLP(hidden=hidden, out=dim, activation=activation, zero_init_last=True)
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
     adjoint_obj = ADJOINTS[adjoint]()
 
-    def _field(p, x, t, c):
+    def _field(p, x, t, c=None):
         """f(x, t[, c]) for ONE example."""
         inp = [x, jnp.reshape(t, (1,)).astype(x.dtype)]
         if c is not None:
             inp.append(c.astype(x.dtype))
         return net.apply(p, jnp.concatenate(inp))
 
-    def _exact_div(p, x, t, c):
-        jac, f = jax.jacfwd(lambda v: (_field(p, v, t, c),) * 2, has_aux=True)(x)
-        return f, jnp.trace(jac)
-
-    def _hutch_div(p, x, t, c, eps):
-        f, vjp = jax.vjp(lambda v: _field(p, v, t, c), x)
-        return f, jnp.sum(vjp(eps)[0] * eps)
-
     def _solve(p, x, c, t_start, t_end, mode, eps=None):
-        """Solves the (augmented) ODE for a batch x (n, d) from t_start to t_end.
-
-        mode: None (no log-det), "exact" or "hutchinson". Returns (x_end, l_end)
-        with l_end = log|det dx(t_end)/dx(t_start)| (n,) (zeros when mode is None).
-        """
-        c_axis = None if c is None else 0
-
-        if mode is None:
-
-            def vf(t, y, args):
-                return jax.vmap(_field, (None, 0, None, c_axis))(args, y, t, c)
-
-            y0 = x
-        elif mode == "exact":
-
-            def vf(t, y, args):
-                f, tr = jax.vmap(_exact_div, (None, 0, None, c_axis))(args, y[0], t, c)
-                return f, tr
-
-            y0 = (x, jnp.zeros(x.shape[:1], x.dtype))
-        else:
-
-            def vf(t, y, args):
-                f, tr = jax.vmap(_hutch_div, (None, 0, None, c_axis, 0))(args, y[0], t, c, eps)
-                return f, tr
-
-            y0 = (x, jnp.zeros(x.shape[:1], x.dtype))
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vf), solver_obj, t0=t_start, t1=t_end, dt0=None, y0=y0, args=p,
-            stepsize_controller=controller, adjoint=adjoint_obj, max_steps=int(max_steps),
-            saveat=diffrax.SaveAt(t1=True),
-        )
-        if mode is None:
-            return sol.ys[0], jnp.zeros(x.shape[:1], x.dtype)
-        return sol.ys[0][0], sol.ys[1][0]
+        """The (augmented) ODE of one block for a batch x (n, d): :func:`solve_with_log_det`."""
+        return solve_with_log_det(_field, p, x, t_start, t_end, trace=mode, probes=eps, context=c,
+                                  solver=solver_obj, rtol=rtol, atol=atol, adjoint=adjoint_obj,
+                                  max_steps=int(max_steps))
 
     def _forward(bparams, z, c, mode, eps_list=None):
         """z -> x through the blocks in flow order; returns (x, log|det dx/dz|)."""

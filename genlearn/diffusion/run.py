@@ -1,0 +1,339 @@
+"""The diffusion family of the run registry: ``genlearn fit diffusion --data NAME``.
+
+A score model (`genlearn.diffusion`) is trained by denoising score matching
+(`genlearn.diffusion.dsm_loss` through `genlearn.train.gradient_trainer`, with an
+EMA of the params, :func:`genlearn.diffusion.training.with_ema`) in a model
+space: standardised toys, or pixels dequantised and mapped affinely to
+[-1, 1) (y = (x + u - L/2) / (L/2) for L levels). The Model is the density
+of data as given:
+
+* ``log_prob``: the probability-flow ODE's exact log-density
+  (`genlearn.diffusion.log_prob`) plus the log-determinant of the fixed
+  affine map; exact trace for toys (``log_prob_is_exact``), Hutchinson's
+  estimate for pixels (``log_prob_needs_key``, flagged as an estimate: the
+  d-fold Jacobian of the exact trace costs 64 network passes per ODE stage);
+  `genlearn.runs` averages it over dequantisation draws into bits/dim;
+* ``sample``: the default sampler (``sampler``, ``sample_nfe``), mapped back;
+  a class-conditional digits model (``num_classes=10``) draws uniform labels
+  and applies classifier-free guidance ``guidance``.
+
+metrics.json adds the variational bound (``test_nll_bound``, and
+``test_bits_per_dim_bound`` for pixels, ``test_nll_bound_standardized`` for
+toys: the continuous-time ELBO of `genlearn.diffusion.variational_bound`),
+mode coverage for ring8 / grid25, ``fid_features`` / ``is_samples`` for
+digits. ``figures`` writes ``trajectory.png``, the denoising trajectory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genlearn import registry
+from genlearn.core.model import Model
+from genlearn.data.scaling import standardize_stats
+
+__all__ = ["defaults", "preprocess", "build", "build_diffusion", "trainer", "digits_labels", "model_space"]
+
+
+def defaults(dataset, chosen: dict | None = None) -> dict:
+    """Per-data defaults (benchmarks/diffusion_numbers.py measures them).
+
+    Continuous data: a VP SDE, an MLP of 3 residual blocks (width 256),
+    epsilon prediction, likelihood weighting with importance-sampled times
+    (the probability-flow NLL is the target), 8000 steps, EMA 0.999,
+    ancestral sampling with 200 steps. Sharp mixtures (data with known mode
+    centres): width 128 with a positional encoding of the input, sigma^2
+    weighting, 4000 steps, Euler-Maruyama sampling. Pixels: the U-Net, sigma^2
+    weighting (sample quality), a validation split, Hutchinson trace.
+    """
+    pixels = dataset.discrete_levels is not None
+    opts: dict[str, Any] = {
+        "sde": "vp", "beta_min": 0.1, "beta_max": 20.0, "sigma_min": 0.01, "sigma_max": None, "t_min": 1e-5,
+        "net": "unet" if pixels else "mlp", "hidden": [128, 128, 128], "channels": 32, "emb_dim": 64,
+        "input_freqs": 0,
+        "parameterization": "eps", "weighting": "likelihood", "time_sampling": "importance",
+        "num_classes": 0, "label_dropout": 0.0, "guidance": None,
+        "steps": 6000, "batch_size": 512, "learning_rate": 2e-3, "grad_clip": 1.0, "ema_decay": 0.999,
+        "val_fraction": 0.0, "eval_every": 500, "patience": None,
+        "sampler": "ancestral", "sample_nfe": 200, "trace": "exact", "rtol": 1e-4, "atol": 1e-4,
+        "bound_num_t": 16,
+    }
+    if not pixels and dataset.centers is not None:
+        # sharp mixtures (ring8, grid25: modes 0.02 wide): the score near t = 0 is a high-frequency function of
+        # x, which a positional encoding of the input resolves; sigma^2 weighting and Euler-Maruyama for
+        # sample quality (grid25, 4000 steps: 25/25 modes, 96.8 % high quality; 93 % with ancestral 200)
+        opts.update(input_freqs=6, weighting="sigma2", time_sampling="uniform", steps=4000,
+                    sampler="euler_maruyama")
+    elif not pixels:  # likelihood (moons: 1.147 standardised vs the true 1.131 on 1000 test points)
+        opts.update(hidden=[256, 256, 256], steps=8000)
+    if pixels:
+        opts.update(weighting="sigma2", time_sampling="uniform", steps=4000, batch_size=128, learning_rate=1e-3,
+                    val_fraction=0.1, eval_every=200, patience=None, trace="hutchinson", rtol=1e-3, atol=1e-3,
+                    bound_num_t=16)
+    opts["batch_size"] = min(opts["batch_size"], int(dataset.train.shape[0] * (1 - opts["val_fraction"])))
+    return opts
+
+
+def model_space(pre: dict):
+    """``(to_model(x), to_data(y), log_det)``: the fixed affine map y = (x - shift) / scale and log|dy/dx|."""
+    shift, scale = np.asarray(pre["shift"], np.float32), np.asarray(pre["scale"], np.float32)
+    log_det = float(-np.sum(np.log(np.broadcast_to(scale, (int(pre["dim"]),)).astype(np.float64))))
+    return (lambda x: (x - shift) / scale), (lambda y: y * scale + shift), log_det
+
+
+def preprocess(dataset) -> dict:
+    """Pixels to [-1, 1) (after dequantisation); continuous data standardised."""
+    dim = int(dataset.train.shape[1])
+    if dataset.discrete_levels is not None:
+        half = dataset.discrete_levels / 2.0
+        return {"kind": "scale", "shift": half, "scale": half, "dim": dim, "levels": int(dataset.discrete_levels)}
+    mean, std = standardize_stats(dataset.train)
+    return {"kind": "standardize", "shift": np.asarray(mean, float).tolist(), "scale": np.asarray(std, float).tolist(),
+            "dim": dim}
+
+
+def build_diffusion(options: dict, dim: int):
+    """The `genlearn.diffusion.Diffusion` model (in model space) of the options."""
+    from genlearn.diffusion import diffusion_model, make_sde, mlp_net, unet_net
+
+    o = options
+    if o["sde"] == "ve":
+        kw = {"sigma_min": o["sigma_min"], "sigma_max": o["sigma_max"] or 50.0}
+    elif o["sde"] == "vp-cosine":
+        kw = {}
+    else:
+        kw = {"beta_min": o["beta_min"], "beta_max": o["beta_max"]}
+    sde = make_sde(o["sde"], t_min=o["t_min"], **kw)
+    if o["net"] == "unet":
+        side = math.isqrt(dim)
+        if side * side != dim:
+            raise ValueError(f"the U-Net needs square images; {dim} values per example are not one")
+        net = unet_net((side, side), o["channels"], emb_dim=o["emb_dim"], num_classes=o["num_classes"])
+    else:
+        net = mlp_net(dim, tuple(o["hidden"]), emb_dim=o["emb_dim"], num_classes=o["num_classes"],
+                      input_freqs=o.get("input_freqs", 0))
+    return diffusion_model(sde, net, o["parameterization"])
+
+
+def build(options: dict, dim: int, pre: dict) -> Model:
+    """The data-space Model (module docstring)."""
+    from genlearn.diffusion import likelihood, samplers
+
+    o = options
+    model = build_diffusion(o, dim)
+    to_model, to_data, log_det = model_space({**pre, "dim": dim})
+    exact = o["trace"] == "exact"
+    ode = dict(trace=o["trace"], rtol=o["rtol"], atol=o["atol"])
+
+    def init(key, data=None):
+        return model.init(key)
+
+    def _lp(params, x, key=None):
+        return likelihood.log_prob(model, params, to_model(x), key=key, **ode) + log_det
+
+    def sample(params, key, n):
+        k_label, k_sample = jax.random.split(key)
+        label = None
+        if model.num_classes:
+            label = jax.random.randint(k_label, (int(n),), 0, model.num_classes)
+        y = samplers.sample(model, params, k_sample, n, method=o["sampler"], nfe=o["sample_nfe"], label=label,
+                            guidance=o["guidance"] if model.num_classes else None)
+        return to_data(y)
+
+    if exact:
+        return Model(dim, init, lambda params, x: _lp(params, x), sample, True, False)
+    return Model(dim, init, _lp, sample, False, True)
+
+
+def digits_labels(images: np.ndarray) -> np.ndarray:
+    """The class of each row of ``images`` (8x8 digits, 0..16), looked up in scikit-learn's digits."""
+    from sklearn.datasets import load_digits
+
+    ref = load_digits()
+    table = {}
+    for row, label in zip(np.asarray(ref.data, np.uint8), ref.target):
+        table.setdefault(row.tobytes(), int(label))
+    out = []
+    for row in np.asarray(np.round(images), np.uint8):
+        if row.tobytes() not in table:
+            raise ValueError("class-conditional training needs the scikit-learn digits; an image is not among them")
+        out.append(table[row.tobytes()])
+    return np.asarray(out)
+
+
+def trainer(model, dataset, options: dict, key, ctx: registry.Context) -> registry.Training:
+    """DSM with Adam, cosine decay, global-norm clipping and an EMA, in model space."""
+    from genlearn.diffusion import dsm_loss
+    from genlearn.diffusion.training import with_ema
+    from genlearn.train import gradient_trainer
+
+    o = options
+    diff = build_diffusion(o, model.dim)
+    pre = preprocess(dataset)
+    to_model, _, _ = model_space(pre)
+    pixels = dataset.discrete_levels is not None
+    x = np.asarray(dataset.train, np.float32)
+    k_init, k_fit = jax.random.split(key)
+    loss = dsm_loss(diff, weighting=o["weighting"], time_sampling=o["time_sampling"], label_dropout=o["label_dropout"])
+    if pixels:  # fresh dequantisation noise each step, then the fixed map to [-1, 1)
+        dim = model.dim
+        base_loss = loss
+
+        def loss(params, batch, k):  # noqa: F811 - the dequantising wrapper of the DSM loss
+            k_u, k_l = jax.random.split(k)
+            y = to_model(batch[:, :dim] + jax.random.uniform(k_u, batch[:, :dim].shape, batch.dtype))
+            return base_loss(params, jnp.concatenate([y, batch[:, dim:]], 1), k_l)
+
+        data = x
+    else:
+        data = np.asarray(to_model(x), np.float32)
+    if diff.num_classes:
+        data = np.concatenate([data, digits_labels(x)[:, None].astype(np.float32)], 1)
+    steps = max(o["steps"], 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, o["learning_rate"], min(200, steps // 10 + 1), steps,
+                                                  o["learning_rate"] * 0.01)
+    optimizer = optax.chain(optax.clip_by_global_norm(o["grad_clip"]), optax.adam(schedule)) if o["grad_clip"] \
+        else optax.adam(schedule)
+    inner = gradient_trainer(loss, optimizer)
+    tr = with_ema(inner, o["ema_decay"]) if o["ema_decay"] else inner
+    return registry.Training(tr, diff.init(k_init), data, k_fit, o["steps"], o["batch_size"],
+                             val_fraction=o["val_fraction"], eval_every=o["eval_every"], patience=o["patience"])
+
+
+def _check(options: dict, dataset) -> str | None:
+    from genlearn.diffusion import PARAMETERIZATIONS, SAMPLERS, SDES, TIME_SAMPLINGS, WEIGHTINGS
+
+    for key, allowed in (("sde", SDES), ("parameterization", PARAMETERIZATIONS), ("weighting", WEIGHTINGS),
+                         ("time_sampling", TIME_SAMPLINGS), ("sampler", SAMPLERS), ("net", ("mlp", "unet")),
+                         ("trace", ("exact", "hutchinson"))):
+        if options[key] not in allowed:
+            return f"diffusion: {key} must be one of {allowed}, got {options[key]!r}"
+    if options["sample_nfe"] is not None and (not isinstance(options["sample_nfe"], int) or options["sample_nfe"] < 1):
+        return f"diffusion: sample_nfe (NFE) must be an integer >= 1, got {options['sample_nfe']!r}"
+    if options["guidance"] is not None and not options["num_classes"]:
+        return "diffusion: a guidance scale was given for an unconditional model (set num_classes, e.g. 10 for digits)"
+    if options["num_classes"] and dataset.name != "digits":
+        return "diffusion: class-conditional training (num_classes > 0) needs labelled data: only digits has labels"
+    n_fit = dataset.train.shape[0] - (max(1, round(options["val_fraction"] * dataset.train.shape[0]))
+                                      if options["val_fraction"] > 0 else 0)
+    if options["batch_size"] > n_fit:
+        return f"--batch-size {options['batch_size']} exceeds the {n_fit} training rows of {dataset.name}"
+    return None
+
+
+def _eval_samples(model: Model, params, dataset, key) -> np.ndarray:
+    n = 5000 if dataset.discrete_levels is None else 2000
+    return np.asarray(jax.jit(model.sample, static_argnums=2)(params, key, n), np.float64)
+
+
+def _report(model: Model, params, dataset, options: dict, history, key) -> dict:
+    """The variational bound on the test set, and sample metrics (module docstring)."""
+    from genlearn.data import nats_to_bits_per_dim
+    from genlearn.diffusion import variational_bound
+
+    out: dict[str, Any] = {}
+    diff = build_diffusion(options, model.dim)
+    pre = preprocess(dataset)
+    to_model, _, log_det = model_space(pre)
+    test = jnp.asarray(dataset.test, jnp.float32)
+    k_bound, k_deq, k_sample = jax.random.split(jax.random.fold_in(key, 7), 3)
+    bound_fn = jax.jit(lambda p, y, k: variational_bound(diff, p, y, k, num_t=options["bound_num_t"]))
+    draws = 8 if dataset.discrete_levels is not None else 1
+    values = []
+    for i, k in enumerate(jax.random.split(k_deq, draws)):
+        x = test if dataset.discrete_levels is None else test + jax.random.uniform(k, test.shape)
+        kb = jax.random.fold_in(k_bound, i)
+        values.append(np.concatenate([np.asarray(bound_fn(params, to_model(x[j:j + 1024]), jax.random.fold_in(kb, j)))
+                                      for j in range(0, x.shape[0], 1024)]))
+    bound = float(np.mean(values)) - log_det
+    out["test_nll_bound"] = bound
+    if dataset.discrete_levels is not None:
+        out["test_bits_per_dim_bound"] = float(nats_to_bits_per_dim(bound, model.dim))
+    else:
+        log_std = float(np.sum(np.log(np.asarray(standardize_stats(np.asarray(dataset.train))[1], np.float64))))
+        out["test_nll_bound_standardized"] = bound - log_std
+    samples = _eval_samples(model, params, dataset, k_sample)
+    if not np.all(np.isfinite(samples)):
+        out["nonfinite_samples"] = int(np.sum(~np.isfinite(samples).all(1)))
+        return out
+    if dataset.centers is not None:
+        from genlearn.metrics import mode_coverage
+
+        mc = mode_coverage(samples, dataset.centers, dataset.std)
+        out.update(modes_covered=int(mc.modes_covered), num_modes=int(np.asarray(dataset.centers).shape[0]),
+                   high_quality_fraction=float(mc.high_quality_fraction))
+    if dataset.discrete_levels is not None:
+        from genlearn.metrics import digits_fid, inception_score
+
+        clipped = np.clip(samples, 0, dataset.discrete_levels - 1)
+        out["fid_features"] = float(digits_fid(clipped, np.asarray(dataset.test, np.float64)))
+        out["is_samples"] = float(inception_score(clipped))
+    return out
+
+
+def _figures(out_dir: str, model: Model, params, dataset, options: dict, key) -> None:
+    """trajectory.png: samples at evenly spaced times of the reverse process, prior (left) to data (right)."""
+    from genlearn import plotting
+    from genlearn.diffusion import samplers
+
+    diff = build_diffusion(options, model.dim)
+    _, to_data, _ = model_space(preprocess(dataset))
+    pixels = dataset.discrete_levels is not None
+    n = 16 if pixels else 2000
+    method = options["sampler"] if options["sampler"] != "ode" else "ddim"
+    nfe = options["sample_nfe"] or 200
+    label = jnp.arange(n) % diff.num_classes if diff.num_classes else None
+    guidance = options["guidance"] if diff.num_classes else None
+    _, traj = jax.jit(lambda p, k: samplers.sample(diff, p, k, n, method=method, nfe=nfe, label=label,
+                                                   guidance=guidance, return_trajectory=True))(params, key)
+    steps = traj.shape[0] - 1
+    picks = np.unique(np.round(np.linspace(0, steps, 6)).astype(int))
+    times = np.linspace(1.0, diff.sde.t_min, steps + 1)
+    panels = [(f"t = {times[i]:.2f}", np.asarray(to_data(traj[i]))) for i in picks]
+    path = os.path.join(out_dir, "trajectory.png")
+    if pixels:
+        plotting.plot_digit_panels(panels, path, levels=dataset.discrete_levels, per_side=4)
+    elif model.dim == 2:
+        plotting.plot_sample_panels(panels, np.asarray(dataset.test), path)
+
+
+OPTIONS = (
+    registry.STEPS, registry.BATCH_SIZE, registry.LEARNING_RATE, registry.HIDDEN,
+    registry.Option("--sde", "sde", str, "diffusion: forward SDE", ("vp", "vp-cosine", "subvp", "ve")),
+    registry.Option("--net", "net", str, "diffusion: noise-conditional network", ("mlp", "unet")),
+    registry.Option("--channels", "channels", registry.positive_int, "diffusion: U-Net channels"),
+    registry.Option("--input-freqs", "input_freqs", registry.nonneg_int,
+                    "diffusion: MLP input positional-encoding frequencies"),
+    registry.Option("--parameterization", "parameterization", str, "diffusion: network output",
+                    ("eps", "v", "score")),
+    registry.Option("--weighting", "weighting", str, "diffusion: DSM weighting lambda(t)", ("sigma2", "likelihood")),
+    registry.Option("--time-sampling", "time_sampling", str, "diffusion: training times",
+                    ("uniform", "antithetic", "stratified", "importance")),
+    registry.Option("--sampler", "sampler", str, "diffusion: default sampler",
+                    ("ancestral", "ddim", "euler_maruyama", "predictor_corrector", "ode")),
+    registry.Option("--nfe", "sample_nfe", registry.positive_int, "diffusion: network evaluations per sample"),
+    registry.Option("--trace", "trace", str, "diffusion: probability-flow log-det trace", ("exact", "hutchinson")),
+    registry.Option("--num-classes", "num_classes", registry.nonneg_int,
+                    "diffusion: class-conditional with this many classes (digits: 10)"),
+    registry.Option("--label-dropout", "label_dropout", registry.fraction,
+                    "diffusion: probability of the null label in training (classifier-free guidance)"),
+    registry.Option("--guidance", "guidance", registry.nonneg_float, "diffusion: classifier-free guidance scale w"),
+    registry.Option("--ema-decay", "ema_decay", registry.fraction, "diffusion: EMA decay of the params"),
+    registry.Option("--val-fraction", "val_fraction", registry.fraction, "validation split for early stopping"),
+    registry.Option("--patience", "patience", registry.positive_int, "evaluations without improvement before stopping"),
+    registry.RESUME,
+)
+
+FAMILY = registry.register(registry.Family(
+    name="diffusion",
+    defaults=defaults,
+    build=build, trainer=trainer, options=OPTIONS, check=_check, preprocess=preprocess, report=_report,
+    loss_label="DSM loss (model space)", figures=_figures,
+))
