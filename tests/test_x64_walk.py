@@ -5,7 +5,9 @@ The test walks ``__all__`` of each subpackage. Every public name has either a
 or an entry in ``EXCLUDED`` with the reason; a new public name with neither
 fails `test_every_public_name_has_a_recipe_or_a_reason`.
 
-Each recipe ``fn(c)`` runs twice: with float32 inputs (``c`` casts a pytree's
+In the default suite each recipe runs once under x64 and its floating outputs
+must be float64 (`test_x64`); `test_x64_matches_float32` (``-m slow``, twice the
+compilation) also checks the rest below. Each recipe ``fn(c)`` runs twice: with float32 inputs (``c`` casts a pytree's
 floating leaves to float32), then inside ``jax.enable_x64(True)`` with the same
 inputs cast to float64 (so x64 does not leak into other tests). It must not
 crash; its floating outputs must be float64 under x64 (unless the recipe says
@@ -621,13 +623,29 @@ def _groups():
     return {names[0]: RECIPES[names[0]] for names in groups.values()}
 
 
-@pytest.mark.parametrize("name", sorted(_groups()))
-def test_x64(name):
-    r = RECIPES[name]
-    out32 = r.fn(_cast(np.float32))
+def _run64(r):
     with jax.enable_x64(True):
         out64 = r.fn(_cast(np.float64))
-        out64 = jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, out64)
+        return jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, out64)
+
+
+@pytest.mark.parametrize("name", sorted(_groups()))
+def test_x64(name):
+    """Under x64 every public function runs and gives float64 where it computes in the input's precision."""
+    r = RECIPES[name]
+    out64 = _run64(r)
+    for i, x64 in enumerate(_float_leaves(out64)):
+        x = np.asarray(x64)
+        if np.issubdtype(x.dtype, np.floating) and r.float64 and not isinstance(x64, float):
+            assert x.dtype == np.float64, f"{name}: output {i} is {x.dtype} under x64"
+
+
+@pytest.mark.slow  # the same calls again in float32 (twice the compilation): `pytest -m slow`
+@pytest.mark.parametrize("name", sorted(_groups()))
+def test_x64_matches_float32(name):
+    r = RECIPES[name]
+    out32 = r.fn(_cast(np.float32))
+    out64 = _run64(r)
     a, b = _float_leaves(out32), _float_leaves(out64)
     assert len(a) == len(b), f"{name}: output structure differs under x64"
     for i, (x32, x64) in enumerate(zip(a, b)):
