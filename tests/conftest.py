@@ -24,7 +24,7 @@ _LONG_FIRST = (
     "tests/test_data_files.py::test_levels_drop_nonfinite_eval_files_and_compare",
     "tests/test_registry_training.py::test_every_family_trains_through_the_driver_and_resumes_bit_identically[cnf]",
     "tests/test_registry_training.py::test_a_new_family_survives_sigkill",
-    "tests/test_parallel.py::test_fit_flow_on_four_devices",
+    "tests/test_parallel.py::test_four_devices_match_one",
     "tests/test_multihost.py::test_two_processes_equal_one_process",
     "tests/test_cli.py::test_eval_samples_reference_and_modes",
     "tests/test_gan_training.py::test_fused_step_equals",

@@ -128,12 +128,12 @@ SCRIPT = textwrap.dedent(r'''
 ''')
 
 
-@pytest.fixture(scope="module")
-def four_devices(tmp_path_factory):
-    path = tmp_path_factory.mktemp("parallel") / "four_devices.py"
+def _four_devices(tmp_path):
+    """Runs SCRIPT in a subprocess with 4 host devices; its RESULT dict."""
+    path = tmp_path / "four_devices.py"
     path.write_text(SCRIPT)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
+    flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, str(path)], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -145,39 +145,29 @@ def test_main_process_keeps_one_device():
     assert jax.device_count() == 1
 
 
-def test_fit_flow_on_four_devices_matches_one(four_devices):
-    r = four_devices
+def test_four_devices_match_one(tmp_path):
+    """One subprocess (one test, so the two xdist workers do not both start it) checks every
+    data-parallel path on 4 devices against 1."""
+    r = _four_devices(tmp_path)
+    # fit on a flow
     assert r["devices"] == 4
     assert r["fit_flow_moved"] > 1e-3  # training did something
     assert r["fit_flow"] < TOL, r
     assert r["fit_flow_loss"] < TOL, r
     assert r["fit_flow_host"] < TOL, r  # the host-data path, its batches sharded over the mesh
     assert r["fit_sharding_replicated"]
-
-
-def test_standalone_steps_on_four_devices_match_one(four_devices):
-    r = four_devices
+    # standalone steps: explicit per-shard means then pmean: a different summation order, and adam
+    # divides by sqrt(v), so allow 1e-5 there
     assert r["dp_step_flow"] < TOL, r
     assert r["dp_opt_state"] < TOL, r
-    # explicit per-shard means then pmean: a different summation order, and adam
-    # divides by sqrt(v), so allow 1e-5 here
     assert r["pmap_step_flow"] < 1e-5, r
-
-
-def test_gan_min_max_step_on_four_devices_matches_one(four_devices):
-    r = four_devices
+    # the GAN min-max step and the EBM's Langevin step
     assert r["gan_moved"] > 1e-3
     assert r["gan"] < TOL, r
-
-
-def test_ebm_langevin_step_on_four_devices_matches_one(four_devices):
-    r = four_devices
     assert r["ebm_moved"] > 1e-3
     assert r["ebm"] < TOL, r
-
-
-def test_indivisible_batch_is_a_clear_error(four_devices):
-    errors = four_devices["errors"]
+    # an indivisible batch is a clear error
+    errors = r["errors"]
     assert errors["shard_batch"] is not None
     assert "batch of 30 rows does not split over the 4 devices" in errors["shard_batch"]
     assert errors["fit"] is not None
