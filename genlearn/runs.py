@@ -38,7 +38,7 @@ from genlearn.core.model import Model
 from genlearn.data import Dataset, check_data, load_dataset, load_source, nats_to_bits_per_dim, uniform_dequantize
 from genlearn.data.scaling import standardize_stats
 
-__all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run"]
+__all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run", "sample_metrics"]
 
 
 class RunError(ValueError):
@@ -136,6 +136,31 @@ def evaluate_nll(model: Model, params, x: np.ndarray, *, levels: int | None, key
     value = float(np.mean(draws))
     return {"nll": value, "nll_stderr": float(np.std(draws) / math.sqrt(num_draws)),
             "bits_per_dim": float(nats_to_bits_per_dim(value, model.dim)), "zero_density": 0}
+
+
+def sample_metrics(samples: np.ndarray, dataset: Dataset) -> dict:
+    """Sample metrics a family's ``report`` adds at fit time, with the keys of README's table.
+
+    Mixtures with known modes (ring8, grid25): ``modes_covered``, ``num_modes``,
+    ``high_quality_fraction``, ``mode_kl`` (`genlearn.metrics.mode_coverage`).
+    Digits: ``fid_features`` and ``is_samples`` in the digits classifier's
+    features of the samples clipped to the pixel range.
+    """
+    out: dict[str, Any] = {}
+    if dataset.centers is not None:
+        from genlearn.metrics import mode_coverage
+
+        mc = mode_coverage(samples, dataset.centers, dataset.std)
+        out.update(modes_covered=int(mc.modes_covered), num_modes=int(np.asarray(dataset.centers).shape[0]),
+                   high_quality_fraction=float(mc.high_quality_fraction),
+                   mode_kl=float(mc.kl_to_uniform) if math.isfinite(mc.kl_to_uniform) else None)
+    if dataset.discrete_levels is not None and dataset.name == "digits" and samples.shape[1] == 64:
+        from genlearn.metrics import digits_fid, inception_score
+
+        clipped = np.clip(np.asarray(samples, np.float64), 0, dataset.discrete_levels - 1)
+        out["fid_features"] = float(digits_fid(clipped, np.asarray(dataset.test, np.float64)))
+        out["is_samples"] = float(inception_score(clipped))
+    return out
 
 
 def _nll_metrics(model: Model, params, dataset: Dataset, key: jax.Array) -> dict:

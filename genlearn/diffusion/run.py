@@ -263,18 +263,9 @@ def _report(model: Model, params, dataset, options: dict, history, key) -> dict:
     if not np.all(np.isfinite(samples)):
         out["nonfinite_samples"] = int(np.sum(~np.isfinite(samples).all(1)))
         return out
-    if dataset.centers is not None:
-        from genlearn.metrics import mode_coverage
+    from genlearn.runs import sample_metrics
 
-        mc = mode_coverage(samples, dataset.centers, dataset.std)
-        out.update(modes_covered=int(mc.modes_covered), num_modes=int(np.asarray(dataset.centers).shape[0]),
-                   high_quality_fraction=float(mc.high_quality_fraction))
-    if dataset.discrete_levels is not None:
-        from genlearn.metrics import digits_fid, inception_score
-
-        clipped = np.clip(samples, 0, dataset.discrete_levels - 1)
-        out["fid_features"] = float(digits_fid(clipped, np.asarray(dataset.test, np.float64)))
-        out["is_samples"] = float(inception_score(clipped))
+    out.update(sample_metrics(samples, dataset))
     return out
 
 

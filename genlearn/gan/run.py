@@ -17,7 +17,6 @@ generator ends in ``tanh``; samples are mapped back.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -277,22 +276,17 @@ def train_seeds(dataset: Any, seeds: Sequence[int], *, loss: str = "wgan-gp", st
 
 
 def _metrics(dataset, samples, loss, steps, stop_reason, distance) -> dict:
-    from genlearn.metrics import digits_fid, energy_distance, mmd2, mode_coverage
+    from genlearn.metrics import energy_distance, mmd2
+    from genlearn.runs import sample_metrics
 
     out = {"loss": loss, "data": dataset.name, "steps": int(steps), "stop_reason": stop_reason,
            "final_distance": float(np.mean(np.asarray(distance)[-100:]))}
     if not np.all(np.isfinite(samples)):
         out["nonfinite_samples"] = int(np.sum(~np.isfinite(samples).all(1)))
         return out
-    if dataset.centers is not None:
-        mc = mode_coverage(samples, dataset.centers, dataset.std)
-        out.update(modes_covered=int(mc.modes_covered), num_modes=int(np.asarray(dataset.centers).shape[0]),
-                   high_quality_fraction=float(mc.high_quality_fraction),
-                   mode_kl=float(mc.kl_to_uniform) if math.isfinite(mc.kl_to_uniform) else None)
+    out.update(sample_metrics(samples, dataset))
     test = np.asarray(dataset.test, np.float64)
-    if dataset.discrete_levels is not None:
-        out["fid_features"] = float(digits_fid(np.clip(samples, 0, dataset.discrete_levels - 1), test))
-    else:
+    if dataset.discrete_levels is None:
         n = min(2000, test.shape[0], samples.shape[0])
         out["test_mmd2"] = float(mmd2(samples[:n], test[:n]))
         out["test_energy_distance"] = float(energy_distance(samples[:n], test[:n]))

@@ -25,7 +25,6 @@ import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from genlearn.nn import MLP, activation_fn
 

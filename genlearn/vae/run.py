@@ -159,13 +159,11 @@ def _report(model: Model, params, dataset: Dataset, options: dict, history, key)
                            "iwae_k": b.k}
     if pre["kind"] == "pixels":
         from genlearn.data import nats_to_bits_per_dim
-        from genlearn.metrics import digits_fid
+        from genlearn.runs import sample_metrics
 
         out["test_elbo_bits_per_dim"] = float(nats_to_bits_per_dim(-b.elbo, model.dim))
         out["test_iwae_bits_per_dim"] = float(nats_to_bits_per_dim(-b.iwae, model.dim))
-        if dataset.name == "digits" and model.dim == 64:
-            samples = np.asarray(jax.jit(net.sample, static_argnums=2)(params, k_sample, 2000), np.float64)
-            out["fid_features"] = float(digits_fid(samples, test))
+        out.update(sample_metrics(np.asarray(jax.jit(net.sample, static_argnums=2)(params, k_sample, 2000)), dataset))
     return out
 
 
