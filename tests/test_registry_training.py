@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import textwrap
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,16 +53,21 @@ def test_only_closed_form_estimators_have_no_trainer():
 def test_every_family_trains_through_the_driver_and_resumes_bit_identically(name, tmp_path):
     t = _tiny_training(name)
 
-    def drive(steps, directory, resume=False):
-        return run_trainer(t.trainer, t.params, t.data, steps=steps, batch_size=t.batch_size, key=t.key,
+    def drive(steps, directory, resume=False, params=t.params):
+        return run_trainer(t.trainer, params, t.data, steps=steps, batch_size=t.batch_size, key=t.key,
                            val_fraction=t.val_fraction, eval_every=EVERY, checkpoint_dir=str(directory),
                            checkpoint_every=EVERY, resume=resume, max_nonfinite=t.max_nonfinite, progress=False)
 
     full = drive(STEPS, tmp_path / "full")
     assert full.step == STEPS and full.stop_reason == "steps"
     assert np.all(np.isfinite(full.history["train_loss"]))
-    drive(STEPS - EVERY, tmp_path / "cut")
-    resumed = drive(STEPS, tmp_path / "cut", resume=True)
+    # the run as if killed after step STEPS - EVERY: its checkpoints without the last one
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / str(STEPS))
+    assert sorted(int(p) for p in os.listdir(tmp_path / "cut") if p.isdigit())[-1] == STEPS - EVERY
+    # other initial params: a run that restarted instead of resuming could not match
+    other = jax.tree_util.tree_map(lambda p: p + 0.5 if jnp.issubdtype(p.dtype, jnp.floating) else p, t.params)
+    resumed = drive(STEPS, tmp_path / "cut", resume=True, params=other)
     tree_equal(resumed.state, full.state)
     tree_equal(resumed.params, full.params)
     np.testing.assert_array_equal(resumed.history["train_loss"], full.history["train_loss"])
