@@ -270,7 +270,7 @@ def _report(model: Model, params, dataset, options: dict, history, key) -> dict:
 
 
 def _figures(out_dir: str, model: Model, params, dataset, options: dict, key) -> None:
-    """trajectory.png: samples at evenly spaced times of the reverse process, prior (left) to data (right)."""
+    """trajectory.png: samples along the reverse process at t = 1, 0.3, 0.1, 0.05, 0.02 and 0, prior to data."""
     from genlearn import plotting
     from genlearn.diffusion import samplers
 
@@ -285,8 +285,10 @@ def _figures(out_dir: str, model: Model, params, dataset, options: dict, key) ->
     _, traj = jax.jit(lambda p, k: samplers.sample(diff, p, k, n, method=method, nfe=nfe, label=label,
                                                    guidance=guidance, return_trajectory=True))(params, key)
     steps = traj.shape[0] - 1
-    picks = np.unique(np.round(np.linspace(0, steps, 6)).astype(int))
     times = np.linspace(1.0, diff.sde.t_min, steps + 1)
+    # the structure appears late in the reverse process (t < 0.1 for the VP SDE): panels at roughly geometric times
+    shown = np.array([1.0, 0.3, 0.1, 0.05, 0.02, 0.0])
+    picks = np.unique(np.abs(times[None, :] - np.maximum(shown, diff.sde.t_min)[:, None]).argmin(1))
     panels = [(f"t = {times[i]:.2f}", np.asarray(to_data(traj[i]))) for i in picks]
     path = os.path.join(out_dir, "trajectory.png")
     if pixels:
