@@ -17,8 +17,8 @@ a persistent compilation cache (in the temporary directory) is filled by a
 first, discarded run of one chunk per path; steps/s is then that of a whole
 ``fit`` of ``--steps`` steps (data check, transfers and the epoch permutations
 included, compilation not). The time of one epoch permutation of all rows is
-reported too: the device path draws it at the start of every chunk, the host
-path once per epoch. No validation split.
+reported too: both paths draw it once per epoch (the device path hands it from
+chunk to chunk). No validation split.
 
     nice python benchmarks/host_data.py            # ~2-3 minutes on 2 cores
     python benchmarks/host_data.py --rows 1000000  # a quick look
@@ -136,8 +136,8 @@ def main() -> None:
                      f"{result['final_train_loss'][name]:.4f} |")
     lines += ["", f"host / device throughput: **{result['host_over_device']:.2f}**; "
               f"params bit-identical: **{identical}**. One epoch permutation of {args.rows} rows takes "
-              f"{perm_seconds:.1f} s: the device path draws it at the start of every chunk (its carry does not "
-              f"outlive a chunk), the host path once per epoch.", ""]
+              f"{perm_seconds:.1f} s; both paths draw it once per epoch (the device path hands it from chunk "
+              f"to chunk).", ""]
     with open(os.path.join(RESULTS, "host_data.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
