@@ -100,6 +100,11 @@ def _posterior(tab, i):
     return a * s_prev**2 / s_i**2, m_prev * b**2 / s_i**2, b**2 * s_prev**2 / s_i**2
 
 
+def _x0(tab, x, eps, i):
+    """The denoised estimate x0 = (x - sigma_i eps) / m_i at grid point i."""
+    return (x - tab["std"][i] * eps) / tab["mean_coeff"][i]
+
+
 def ancestral(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, variance: str = "posterior",
               dtype=jnp.float32) -> DiffusionSampler:
     """Ancestral (DDPM) sampling on N steps (module docstring)."""
@@ -111,7 +116,7 @@ def ancestral(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, variance:
     def step(key, state):
         x, i = state
         eps = eps_fn(x, tab["t"][i])
-        x0 = (x - tab["std"][i] * eps) / tab["mean_coeff"][i]
+        x0 = _x0(tab, x, eps, i)
         c_x, c_0, var = _posterior(tab, i)
         var = var if variance == "posterior" else tab["b"][i] ** 2
         noise = jnp.where(i > 1, jnp.sqrt(var), 0.0) * jax.random.normal(key, x.shape, x.dtype)
@@ -131,7 +136,7 @@ def ddim(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, eta: float = 0
     def step(key, state):
         x, i = state
         eps = eps_fn(x, tab["t"][i])
-        x0 = (x - tab["std"][i] * eps) / tab["mean_coeff"][i]
+        x0 = _x0(tab, x, eps, i)
         sigma = eta * jnp.sqrt(_posterior(tab, i)[2])
         s_prev = tab["std"][i - 1]
         direction = jnp.sqrt(jnp.maximum(s_prev**2 - sigma**2, 0.0)) * eps
@@ -149,8 +154,7 @@ def _em_step(sde, tab, eps_fn, key, x, i):
     dt = t_prev - t
     mean = x + (sde.drift_coeff(t) * x - g**2 * score) * dt
     noise = jnp.where(i > 1, g * jnp.sqrt(-dt), 0.0) * jax.random.normal(key, x.shape, x.dtype)
-    x0 = (x - tab["std"][i] * eps) / tab["mean_coeff"][i]
-    return mean + noise, x0
+    return mean + noise, _x0(tab, x, eps, i)
 
 
 def euler_maruyama(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, dtype=jnp.float32) -> DiffusionSampler:
