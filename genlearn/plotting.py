@@ -6,11 +6,13 @@ A run's figures are one-panel uses of the panel functions that ``genlearn compar
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["plot_digit_grid", "plot_loss", "plot_sample_panels", "plot_density_panels", "plot_digit_panels"]
+__all__ = ["plot_digit_grid", "plot_loss", "robust_ylim", "plot_sample_panels", "plot_density_panels",
+           "plot_digit_panels"]
 
 
 def _plt():
@@ -53,22 +55,117 @@ def plot_digit_grid(samples: np.ndarray, path: str, levels: int = 17, title: str
     _save(fig, path)
 
 
-def plot_loss(history: dict, path: str, ylabel: str = "loss") -> None:
-    """Training loss (moving average) and validation loss against the step."""
+def robust_ylim(values, skip: float = 0.02, percentiles: tuple[float, float] = (0.5, 99.5),
+                margin: float = 0.2) -> tuple[float, float] | None:
+    """``(lo, hi)`` covering the bulk of a loss curve, or None when it has no finite value.
+
+    The ``percentiles`` of the finite ``values`` after their first ``skip``
+    fraction (all of them when that leaves none), widened by ``margin`` times
+    their span on each side (times ``max(|hi|, 1)`` for a constant curve):
+    early transients and rare spikes do not set the scale.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1:
+        raise ValueError(f"robust_ylim: values must be 1-D, got shape {values.shape}")
+    if not 0 <= skip < 1:
+        raise ValueError(f"robust_ylim: skip must be in [0, 1), got {skip}")
+    tail = values[int(skip * values.size):]
+    finite = tail[np.isfinite(tail)] if np.isfinite(tail).any() else values[np.isfinite(values)]
+    if not finite.size:
+        return None
+    lo, hi = np.percentile(finite, percentiles)
+    pad = margin * ((hi - lo) or max(abs(hi), 1.0))
+    return float(lo - pad), float(hi + pad)
+
+
+def _windows(values: np.ndarray, w: int, reduce, max_points: int = 500):
+    """``(steps, reduce(window))`` over trailing windows of ``w`` steps, at most ``max_points`` of them."""
+    stride = max(1, -(-(values.size - w + 1) // max_points))
+    windows = np.lib.stride_tricks.sliding_window_view(values, w)[::stride]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (rejected steps) give NaN
+        return np.arange(windows.shape[0]) * stride + w - 1, reduce(windows, axis=1)
+
+
+def _step_flags(history: dict, name: str, n: int) -> np.ndarray:
+    flags = np.asarray(history.get(name, np.zeros(n, bool)))
+    if flags.shape != (n,):
+        raise ValueError(f"plot_loss: history[{name!r}] has shape {flags.shape}, train_loss has ({n},)")
+    return np.nan_to_num(flags.astype(float)) != 0
+
+
+def plot_loss(history: dict, path: str, ylabel: str = "loss"):
+    """Training loss against the step, with the validation loss, on a robust y-range; returns the Figure.
+
+    ``history`` is a driver history: ``"train_loss"`` (NaN at rejected
+    updates), optionally ``"nonfinite"`` and ``"clipped"`` (bools per step)
+    and ``"val_step"``/``"val_loss"``. Drawn: the per-step loss (faint), its
+    running median over ``len // 100`` steps (one huge step does not smear
+    over the window) and the validation points, all within
+    :func:`robust_ylim` of the per-step loss; values beyond it run along the
+    axis edge and are marked by triangles there. Rejected steps are red ticks
+    along the bottom; the fraction of clipped steps per window is a thin
+    series on a right axis. The legend counts off-scale, rejected and clipped
+    steps.
+    """
     plt = _plt()
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    edge = ax.get_xaxis_transform()  # x in steps, y in axes fraction
     train = np.asarray(history.get("train_loss", []), dtype=float)
+    if train.ndim != 1:
+        raise ValueError(f"plot_loss: history['train_loss'] must be 1-D, got shape {train.shape}")
+    val_step = np.asarray(history.get("val_step", []), dtype=float)
+    val = np.asarray(history.get("val_loss", []), dtype=float)
+    if val.shape != val_step.shape:
+        raise ValueError(f"plot_loss: val_loss has shape {val.shape}, val_step has {val_step.shape}")
+    lim = robust_ylim(train) if np.isfinite(train).any() else robust_ylim(val)
+    lo, hi = lim if lim is not None else (-np.inf, np.inf)
+    handles, off = [], 0
     if train.size:
+        steps = np.arange(train.size)
         w = max(1, train.size // 100)
-        smooth = np.convolve(np.nan_to_num(train, nan=np.nanmean(train)), np.ones(w) / w, mode="valid")
-        ax.plot(np.arange(smooth.size) + w - 1, smooth, label="train (moving average)")
-    if len(history.get("val_loss", [])):
-        ax.plot(history["val_step"], history["val_loss"], "o-", ms=3, label="validation")
+        handles += ax.plot(steps, np.clip(train, lo, hi), lw=0.5, alpha=0.35, color="tab:blue",
+                           label="train (per step)")
+        at, median = _windows(train, w, np.nanmedian)
+        handles += ax.plot(at, np.clip(median, lo, hi), color="tab:blue", label=f"train (running median of {w})")
+        for mask, y, marker in ((train > hi, 1.0, "^"), (train < lo, 0.0, "v")):
+            ax.plot(steps[mask], np.full(mask.sum(), y), marker, ms=4, color="tab:purple", transform=edge,
+                    clip_on=False)
+            off += int(mask.sum())
+        rejected = _step_flags(history, "nonfinite", train.size) | np.isnan(train)
+        if rejected.any():
+            handles += ax.plot(steps[rejected], np.zeros(rejected.sum()), "|", ms=10, color="tab:red",
+                               transform=edge, clip_on=False, label=f"rejected (non-finite): {rejected.sum()} steps")
+        clipped = _step_flags(history, "clipped", train.size)
+        if clipped.any():
+            twin = ax.twinx()
+            at, frac = _windows(clipped.astype(float), w, np.mean)
+            handles += twin.plot(at, frac, lw=0.8, color="tab:orange",
+                                 label=f"gradient clipped: {clipped.sum()} steps (fraction, right axis)")
+            twin.set_ylim(0, 1.02)
+            twin.set_ylabel("fraction clipped")
+            ax.set_zorder(twin.get_zorder() + 1)  # the loss and legend above the fraction
+            ax.patch.set_visible(False)
+    if val.size:
+        handles += ax.plot(val_step, np.clip(val, lo, hi), "o-", ms=3, color="tab:green", label="validation")
+        for mask, y, marker in ((val > hi, 1.0, "^"), (val < lo, 0.0, "v")):
+            ax.plot(val_step[mask], np.full(mask.sum(), y), marker, ms=5, color="tab:green", transform=edge,
+                    clip_on=False)
+            off += int(mask.sum())
+    if off:
+        handles.append(Line2D([], [], ls="none", marker="^", color="tab:purple",
+                              label=f"off-scale (at the edge): {off} points"))
+    if lim is not None:
+        ax.set_ylim(lo, hi)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    ax.legend()
+    if handles:
+        ax.legend(handles=handles, fontsize=7)
     ax.grid(alpha=0.3)
     _save(fig, path)
+    return fig
 
 
 def _grid_axes(count: int, size: float = 3.2, max_cols: int = 4):
