@@ -55,26 +55,40 @@ def plot_digit_grid(samples: np.ndarray, path: str, levels: int = 17, title: str
     _save(fig, path)
 
 
-def robust_ylim(values, skip: float = 0.02, percentiles: tuple[float, float] = (0.5, 99.5),
-                margin: float = 0.2) -> tuple[float, float] | None:
+def robust_ylim(values, skip: float = 0.02, margin: float = 0.1, blocks: int = 100) -> tuple[float, float] | None:
     """``(lo, hi)`` covering the bulk of a loss curve, or None when it has no finite value.
 
-    The ``percentiles`` of the finite ``values`` after their first ``skip``
-    fraction (all of them when that leaves none), widened by ``margin`` times
-    their span on each side (times ``max(|hi|, 1)`` for a constant curve):
-    early transients and rare spikes do not set the scale.
+    The curve's trend is the running median, over 5 blocks, of the medians of
+    ``blocks`` consecutive blocks of steps (NaN and inf ignored): a burst
+    shorter than about two blocks does not move it. The limits are the
+    trend's extremes after the first ``skip`` fraction of steps, widened on
+    each side by ``margin`` times their span or 4 robust standard deviations
+    (1.4826 MAD) of the steps about their block's median, whichever is larger
+    (``margin * max(|hi|, 1)`` for a constant curve). Early transients and
+    spikes do not set the scale.
     """
     values = np.asarray(values, dtype=float)
     if values.ndim != 1:
         raise ValueError(f"robust_ylim: values must be 1-D, got shape {values.shape}")
     if not 0 <= skip < 1:
         raise ValueError(f"robust_ylim: skip must be in [0, 1), got {skip}")
-    tail = values[int(skip * values.size):]
-    finite = tail[np.isfinite(tail)] if np.isfinite(tail).any() else values[np.isfinite(values)]
-    if not finite.size:
+    if not np.isfinite(values).any():
         return None
-    lo, hi = np.percentile(finite, percentiles)
-    pad = margin * ((hi - lo) or max(abs(hi), 1.0))
+    size = max(1, values.size // blocks)
+    num = -(-values.size // size)
+    steps = np.full(num * size, np.nan)
+    steps[: values.size] = np.where(np.isfinite(values), values, np.nan)
+    steps = steps.reshape(num, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks and windows give NaN
+        block = np.nanmedian(steps, axis=1)
+        sigma = 1.4826 * np.nanmedian(np.abs(steps - block[:, None]))
+        trend = np.nanmedian(np.lib.stride_tricks.sliding_window_view(np.pad(block, 2, constant_values=np.nan), 5),
+                             axis=1)
+    tail = trend[-(-int(skip * values.size) // size):]
+    trend = tail if np.isfinite(tail).any() else trend
+    lo, hi = np.nanmin(trend), np.nanmax(trend)
+    pad = max(margin * (hi - lo), 4 * sigma) or margin * max(abs(hi), 1.0)
     return float(lo - pad), float(hi + pad)
 
 
