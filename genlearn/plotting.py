@@ -108,6 +108,17 @@ def _step_flags(history: dict, name: str, n: int) -> np.ndarray:
     return np.nan_to_num(flags.astype(float)) != 0
 
 
+def _plot_clipped(ax, x, y, lo, hi, **kwargs) -> tuple[list, int]:
+    """Plot ``y`` clipped to ``[lo, hi]``, with a triangle on the axis edge at each value beyond it.
+
+    Returns the line's handles and the number of values beyond the range."""
+    handles = ax.plot(x, np.clip(y, lo, hi), **kwargs)
+    for mask, edge, marker in ((y > hi, 1.0, "^"), (y < lo, 0.0, "v")):
+        ax.plot(x[mask], np.full(mask.sum(), edge), marker, ms=4, color="tab:purple",
+                transform=ax.get_xaxis_transform(), clip_on=False)
+    return handles, int(np.sum((y > hi) | (y < lo)))
+
+
 def plot_loss(history: dict, path: str, ylabel: str = "loss"):
     """Training loss against the step, with the validation loss, on a robust y-range; returns the Figure.
 
@@ -115,9 +126,9 @@ def plot_loss(history: dict, path: str, ylabel: str = "loss"):
     updates), optionally ``"nonfinite"`` and ``"clipped"`` (bools per step)
     and ``"val_step"``/``"val_loss"``. Drawn: the per-step loss (faint), its
     running median over ``len // 100`` steps (one huge step does not smear
-    over the window) and the validation points, all within
-    :func:`robust_ylim` of the per-step loss; values beyond it run along the
-    axis edge and are marked by triangles there. Rejected steps are red ticks
+    over the window) and the validation points, all within the union of
+    :func:`robust_ylim` of the training and of the validation losses; values
+    beyond it run along the axis edge and are marked by triangles there. Rejected steps are red ticks
     along the bottom; the fraction of clipped steps per window is a thin
     series on a right axis. The legend counts off-scale, rejected and clipped
     steps.
@@ -126,7 +137,6 @@ def plot_loss(history: dict, path: str, ylabel: str = "loss"):
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    edge = ax.get_xaxis_transform()  # x in steps, y in axes fraction
     train = np.asarray(history.get("train_loss", []), dtype=float)
     if train.ndim != 1:
         raise ValueError(f"plot_loss: history['train_loss'] must be 1-D, got shape {train.shape}")
@@ -134,24 +144,22 @@ def plot_loss(history: dict, path: str, ylabel: str = "loss"):
     val = np.asarray(history.get("val_loss", []), dtype=float)
     if val.shape != val_step.shape:
         raise ValueError(f"plot_loss: val_loss has shape {val.shape}, val_step has {val_step.shape}")
-    lim = robust_ylim(train) if np.isfinite(train).any() else robust_ylim(val)
-    lo, hi = lim if lim is not None else (-np.inf, np.inf)
+    lims = [lim for lim in (robust_ylim(train), robust_ylim(val)) if lim is not None]
+    lo, hi = (min(l for l, _ in lims), max(h for _, h in lims)) if lims else (-np.inf, np.inf)
     handles, off = [], 0
     if train.size:
         steps = np.arange(train.size)
         w = max(1, train.size // 100)
-        handles += ax.plot(steps, np.clip(train, lo, hi), lw=0.5, alpha=0.35, color="tab:blue",
-                           label="train (per step)")
+        line, off = _plot_clipped(ax, steps, train, lo, hi, lw=0.5, alpha=0.35, color="tab:blue",
+                                  label="train (per step)")
         at, median = _windows(train, w, np.nanmedian)
-        handles += ax.plot(at, np.clip(median, lo, hi), color="tab:blue", label=f"train (running median of {w})")
-        for mask, y, marker in ((train > hi, 1.0, "^"), (train < lo, 0.0, "v")):
-            ax.plot(steps[mask], np.full(mask.sum(), y), marker, ms=4, color="tab:purple", transform=edge,
-                    clip_on=False)
-            off += int(mask.sum())
+        handles += line + ax.plot(at, np.clip(median, lo, hi), color="tab:blue",
+                                  label=f"train (running median of {w})")
         rejected = _step_flags(history, "nonfinite", train.size) | np.isnan(train)
         if rejected.any():
             handles += ax.plot(steps[rejected], np.zeros(rejected.sum()), "|", ms=10, color="tab:red",
-                               transform=edge, clip_on=False, label=f"rejected (non-finite): {rejected.sum()} steps")
+                               transform=ax.get_xaxis_transform(), clip_on=False,
+                               label=f"rejected (non-finite): {rejected.sum()} steps")
         clipped = _step_flags(history, "clipped", train.size)
         if clipped.any():
             twin = ax.twinx()
@@ -163,15 +171,13 @@ def plot_loss(history: dict, path: str, ylabel: str = "loss"):
             ax.set_zorder(twin.get_zorder() + 1)  # the loss and legend above the fraction
             ax.patch.set_visible(False)
     if val.size:
-        handles += ax.plot(val_step, np.clip(val, lo, hi), "o-", ms=3, color="tab:green", label="validation")
-        for mask, y, marker in ((val > hi, 1.0, "^"), (val < lo, 0.0, "v")):
-            ax.plot(val_step[mask], np.full(mask.sum(), y), marker, ms=5, color="tab:green", transform=edge,
-                    clip_on=False)
-            off += int(mask.sum())
+        line, count = _plot_clipped(ax, val_step, val, lo, hi, marker="o", ms=3, color="tab:green",
+                                    label="validation")
+        handles, off = handles + line, off + count
     if off:
         handles.append(Line2D([], [], ls="none", marker="^", color="tab:purple",
                               label=f"off-scale (at the edge): {off} points"))
-    if lim is not None:
+    if lims:
         ax.set_ylim(lo, hi)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)

@@ -10,7 +10,7 @@ family of `genlearn.registry`:
     DIR/metrics.json     the metrics below, plus the family's own (its ``report``)
     DIR/samples.png      samples beside the test data (2-D) or a digit grid (pixels)
     DIR/density.png      the model density on a grid (2-D data, families with a density)
-    DIR/loss.png         the training loss (iterative families)
+    DIR/loss.png         the training loss (iterative families; `genlearn.plotting.plot_loss`)
 
 Metrics of every family with a density, in nats per example of the data as
 given (pixel data: the uniform-dequantisation bound): ``train_nll``,

@@ -62,6 +62,13 @@ def test_rejected_and_clipped_steps_are_marked_and_counted(tmp_path):
         plot_loss({**history, "clipped": clipped[:-1]}, str(tmp_path / "bad.png"))
 
 
+def test_a_validation_curve_away_from_the_training_loss_stays_in_range(tmp_path):
+    history = {"train_loss": _spiky(), "val_step": np.arange(0, 2000, 100.0), "val_loss": np.full(20, 3.0)}
+    fig = plot_loss(history, str(tmp_path / "loss.png"))
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo < 0.9 and 3.0 < hi < 10
+
+
 @pytest.mark.parametrize("history", [
     {},
     {"train_loss": np.array([]), "val_step": np.array([]), "val_loss": np.array([])},
