@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 __all__ = ["MLP", "activation_fn", "ACTIVATIONS"]
@@ -28,6 +29,15 @@ def activation_fn(name: str | Callable) -> Callable:
     return ACTIVATIONS[name]
 
 
+def _fan_in_uniform(fan_in: int) -> Callable:
+    bound = 1.0 / float(max(fan_in, 1)) ** 0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
 class MLP(nn.Module):
     """A multilayer perceptron ``R^in -> R^out``.
 
@@ -37,18 +47,28 @@ class MLP(nn.Module):
       activation: a callable or a name from :data:`ACTIVATIONS`.
       zero_init_last: zero the last layer's kernel and bias, so that a coupling
         layer built on it starts at the identity map.
+      hidden_init: "lecun" (flax's default: lecun-normal kernels, zero biases) or
+        "uniform" (PyTorch's and Equinox's default: kernels and biases drawn from
+        U(-1/sqrt(fan_in), 1/sqrt(fan_in))) for the hidden layers.
     """
 
     hidden: Sequence[int]
     out: int
     activation: str | Callable = "relu"
     zero_init_last: bool = False
+    hidden_init: str = "lecun"
 
     @nn.compact
     def __call__(self, x):
         act = activation_fn(self.activation)
+        if self.hidden_init not in ("lecun", "uniform"):
+            raise ValueError(f"MLP: hidden_init must be 'lecun' or 'uniform', got {self.hidden_init!r}")
         for width in self.hidden:
-            x = act(nn.Dense(width)(x))
+            if self.hidden_init == "uniform":
+                init = _fan_in_uniform(x.shape[-1])
+                x = act(nn.Dense(width, kernel_init=init, bias_init=init)(x))
+            else:
+                x = act(nn.Dense(width)(x))
         if self.zero_init_last:
             last = nn.Dense(self.out, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
         else:

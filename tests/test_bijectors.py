@@ -23,6 +23,7 @@ BIJECTORS = {
     "affine_coupling": (lambda d: flows.coupling(d, flows.affine(), hidden=H), 1.0, 0.05),
     "affine_coupling_swap": (
         lambda d: flows.coupling(d, flows.affine(), mask=flows.half_mask(d, swap=True), hidden=H), 1.0, 0.05),
+    "affine_coupling_exp": (lambda d: flows.coupling(d, flows.affine("exp"), hidden=H), 1.0, 0.05),
     "affine_coupling_parity": (
         lambda d: flows.coupling(d, flows.affine(), mask=flows.parity_mask(d), hidden=H), 1.0, 0.05),
     "scale": (core.scale, 1.0, 0.3),
@@ -34,6 +35,8 @@ BIJECTORS = {
     "chain": (lambda d: core.chain(core.scale(d), core.reverse(d), flows.coupling(d, flows.affine(), hidden=H)), 1.0, 0.05),
     "nice": (lambda d: flows.nice(d, num_layers=2, hidden=H).bijector, 1.0, 0.05),
     "realnvp": (lambda d: flows.realnvp(d, num_layers=2, hidden=H).bijector, 1.0, 0.02),
+    "realnvp_random_masks": (lambda d: flows.realnvp(d, num_layers=3, hidden=H, mask="random", seed=4).bijector,
+                             1.0, 0.02),
     # flows II: autoregressive and spline (MADE widths must be >= d; bound 2 puts some inputs in the tails)
     "maf_layer_random_order": (
         lambda d: flows.masked_autoregressive(d, hidden=(max(32, d),), order="random", seed=1), 1.0, 0.05),
@@ -173,6 +176,11 @@ def test_user_plugin_bijector():
         (lambda: flows.nice(2, num_layers=0), "num_layers must be an integer >= 1"),
         (lambda: flows.realnvp(2, hidden=(0,)), "hidden"),
         (lambda: flows.realnvp(2, max_log_scale=-1.0), "max_log_scale"),
+        (lambda: flows.realnvp(2, min_scale=0.0), "min_scale"),
+        (lambda: flows.realnvp(2, scale="tanh"), "scale must be 'softplus' or 'exp'"),
+        (lambda: flows.realnvp(2, mask="checker"), "unknown mask"),
+        (lambda: flows.coupling(2, flows.affine(), hidden_init="he"), "hidden_init"),
+        (lambda: flows.masked_autoregressive(3, hidden_init="he"), "hidden_init"),
         (lambda: flows.realnvp(2, mask="diagonal"), "unknown mask"),
         (lambda: flows.realnvp(2, base="cauchy"), "unknown base"),
         (lambda: flows.coupling(3, flows.affine(), mask=np.ones(3, bool)), "mask must transform"),

@@ -30,7 +30,7 @@ MASKS = {
                                        ("parity_swapped", 6), ("parity", 5), ("irregular", 6)])
 def test_coordinates_land_where_the_mask_says(name, dim):
     mask = MASKS[name](dim)
-    layer = coupling(dim, affine(), mask=mask, hidden=(8,))
+    layer = coupling(dim, affine("exp"), mask=mask, hidden=(8,))
     params = perturb(layer.init(jax.random.key(0)), jax.random.key(1))
     z = jax.random.normal(jax.random.key(2), (dim,))
     x, log_det = layer.apply_and_log_det(params, z)

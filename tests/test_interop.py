@@ -77,14 +77,14 @@ def test_to_distrax_bijector_batch_shapes_and_chain_order():
     np.testing.assert_allclose(ild, -ld, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("mask_kind", ["half", "parity"])
-def test_affine_coupling_equals_distrax_masked_coupling(mask_kind):
-    d, bound = 5, 3.0
+@pytest.mark.parametrize("mask_kind,scale", [("half", "exp"), ("parity", "exp"), ("half", "softplus")])
+def test_affine_coupling_equals_distrax_masked_coupling(mask_kind, scale):
+    d, bound, floor = 5, 3.0, 0.05
     mask = flows.half_mask(d) if mask_kind == "half" else flows.parity_mask(d)
-    ours = flows.coupling(d, flows.affine(bound), mask=mask, hidden=H)
+    ours = flows.coupling(d, flows.affine(scale, min_scale=floor, max_log_scale=bound), mask=mask, hidden=H)
     params = perturb(ours.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.3)
     cond_idx, trans_idx = np.flatnonzero(~mask), np.flatnonzero(mask)
-    net = MLP(hidden=H, out=trans_idx.size * 2, activation="relu", zero_init_last=True)
+    net = MLP(hidden=H, out=trans_idx.size * 2, activation="relu", zero_init_last=True, hidden_init="uniform")
 
     def conditioner(masked_x):  # same network, same params; outputs per coordinate
         h = net.apply(params, masked_x[..., cond_idx]).reshape(masked_x.shape[:-1] + (trans_idx.size, 2))
@@ -94,7 +94,11 @@ def test_affine_coupling_equals_distrax_masked_coupling(mask_kind):
 
     def inner(p):
         raw, shift = p
-        return distrax.ScalarAffine(shift=shift, log_scale=bound * jnp.tanh(raw / bound))
+        if scale == "exp":
+            return distrax.ScalarAffine(shift=shift, log_scale=bound * jnp.tanh(raw / bound))
+        # z = x s + t in the normalizing direction: x = (z - t) / s
+        s = jax.nn.softplus(raw + np.log(np.expm1(1.0 - floor))) + floor
+        return distrax.ScalarAffine(shift=-shift / s, scale=1.0 / s)
 
     theirs = distrax.MaskedCoupling(mask=jnp.asarray(~mask), conditioner=conditioner, bijector=inner)
     z = 2.0 * jax.random.normal(jax.random.PRNGKey(2), (16, d))

@@ -24,8 +24,15 @@ def check_hidden(hidden) -> tuple[int, ...]:
     return tuple(int(w) for w in hidden)
 
 
-def alternating_masks(dim: int, num_layers: int, mask: str) -> list[np.ndarray]:
-    """Masks whose transformed/conditioning roles alternate from layer to layer."""
+def alternating_masks(dim: int, num_layers: int, mask: str, seed: int = 0) -> list[np.ndarray]:
+    """Masks whose transformed/conditioning roles alternate from layer to layer.
+
+    ``mask="random"`` draws a fresh random half of the coordinates for each layer from
+    ``seed`` (a random permutation between layers, as flowjax and nflows do) instead.
+    """
+    if mask == "random":
+        rng = np.random.default_rng(seed)
+        return [half_mask(dim)[rng.permutation(dim)] for _ in range(num_layers)]
     if mask not in _MASKS:
-        raise ValueError(f"unknown mask {mask!r}; choose one of {sorted(_MASKS)}")
+        raise ValueError(f"unknown mask {mask!r}; choose one of {sorted(_MASKS) + ['random']}")
     return [_MASKS[mask](dim, swap=bool(i % 2)) for i in range(num_layers)]

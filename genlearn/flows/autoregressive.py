@@ -14,7 +14,8 @@ tau's log-derivatives.
 
 In genlearn's convention a bijector maps base z to data x, so for MAF
 ``inverse_and_log_det`` is the fast direction and for IAF ``apply_and_log_det``.
-With the affine transformer this is the paper's x_i = z_i exp(alpha_i) + mu_i;
+With the default affine transformer z_i = x_i s_i + t_i (a softplus scale, flowjax's and
+nflows' form; ``affine("exp")`` is the paper's x_i = z_i exp(alpha_i) + mu_i);
 :func:`genlearn.flows.rational_quadratic` gives autoregressive neural splines.
 The MADE output layer is zero-initialised, so every layer starts at the identity.
 """
@@ -37,14 +38,15 @@ from genlearn.flows.made import autoregressive_order, made
 __all__ = ["masked_autoregressive", "inverse_autoregressive", "maf", "iaf", "layer_orders"]
 
 
-def _autoregressive(name, dim, transformer, hidden, order, seed, context_dim, activation, fast_apply):
+def _autoregressive(name, dim, transformer, hidden, order, seed, context_dim, activation, fast_apply,
+                    hidden_init="uniform"):
     if not isinstance(transformer, Transformer):
         raise TypeError(f"{name}: transformer must be a genlearn.flows.Transformer, got {type(transformer).__name__}")
     dim = _check_dim(dim, 2, f"{name}: dim")
     context_dim = _check_dim(context_dim, 0, f"{name}: context_dim")
     hidden = check_hidden(hidden)
     net = made(dim, hidden, transformer.params_per_dim, order=order, seed=seed, context_dim=context_dim,
-               activation=activation)
+               activation=activation, hidden_init=hidden_init)
 
     def _h(params, v, context):
         args = (v,) if context is None else (v, context.astype(v.dtype))
@@ -95,9 +97,10 @@ def _layer(name: str, fast_apply: bool, doc: str) -> Callable[..., Bijector]:
         seed: int = 0,
         context_dim: int = 0,
         activation: str | Callable = "relu",
+        hidden_init: str = "uniform",
     ) -> Bijector:
         return _autoregressive(name, dim, affine() if transformer is None else transformer, hidden, order, seed,
-                               context_dim, activation, fast_apply=fast_apply)
+                               context_dim, activation, fast_apply=fast_apply, hidden_init=hidden_init)
 
     layer.__name__ = layer.__qualname__ = name
     layer.__doc__ = doc
@@ -111,12 +114,14 @@ masked_autoregressive = _layer("masked_autoregressive", False, """One MAF layer 
 
     Args:
       dim: dimension, >= 2.
-      transformer: elementwise transformer; default ``affine(5.0)`` (the paper's
-        x = z exp(alpha) + mu with a soft-clamped log-scale).
+      transformer: elementwise transformer; default ``affine()`` (z = x s + t with a
+        softplus scale; ``affine("exp")`` is the paper's x = z exp(alpha) + mu).
       hidden: MADE hidden widths, each >= dim.
       order: "natural", "reversed", "random" (from ``seed``) or a permutation of range(dim).
       context_dim: > 0 for a conditional layer; the context enters every MADE hidden layer.
       activation: MADE activation.
+      hidden_init: "uniform" (default: U(+-1/sqrt(fan_in)) kernels and biases) or "lecun"
+        (flax's default, zero biases) for the MADE's hidden layers.
 
     Params are the MADE's flax params.
     """)
@@ -159,6 +164,8 @@ def _family(name: str, layer: Callable, doc: str) -> Callable[..., Flow]:
         hidden: tuple[int, ...] = (128, 128),
         *,
         transformer: Transformer | None = None,
+        scale: str = "softplus",
+        min_scale: float = 1e-2,
         max_log_scale: float = 5.0,
         order: str = "alternate",
         seed: int = 0,
@@ -166,7 +173,7 @@ def _family(name: str, layer: Callable, doc: str) -> Callable[..., Flow]:
         activation: str | Callable = "relu",
         context_dim: int = 0,
     ) -> Flow:
-        t = affine(max_log_scale) if transformer is None else transformer
+        t = affine(scale, min_scale=min_scale, max_log_scale=max_log_scale) if transformer is None else transformer
         return _flow(name, layer, dim, num_layers, hidden, t, order, seed, base, activation, context_dim)
 
     factory.__name__ = factory.__qualname__ = name
@@ -184,9 +191,12 @@ maf = _family("maf", masked_autoregressive, """Masked autoregressive flow (Papam
       dim: data dimension, >= 2.
       num_layers: number of layers, >= 1.
       hidden: MADE hidden widths, each >= dim.
-      transformer: elementwise transformer; default ``affine(max_log_scale)``
-        (x = z exp(alpha) + mu with a soft-clamped log-scale);
-        ``rational_quadratic()`` gives an autoregressive neural spline flow.
+      transformer: elementwise transformer; default
+        ``affine(scale, min_scale=..., max_log_scale=...)``: z = x s + t with a softplus
+        scale s >= min_scale (the default), or with ``scale="exp"`` the paper's
+        x = z exp(alpha) + mu with a soft-clamped log-scale (see
+        :func:`genlearn.flows.affine`); ``rational_quadratic()`` gives an
+        autoregressive neural spline flow.
       base: "normal", "diag_gaussian", "logistic" or a Distribution.
       activation: MADE activation.
       context_dim: > 0 for a conditional flow p(x | c).

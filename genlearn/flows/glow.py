@@ -178,6 +178,8 @@ def glow(
     hidden: tuple[int, ...] = (128, 128),
     *,
     data_init: bool = True,
+    scale: str = "softplus",
+    min_scale: float = 1e-2,
     max_log_scale: float = 5.0,
     base: str | Distribution = "normal",
     mask: str = "half",
@@ -194,9 +196,11 @@ def glow(
       data_init: when True (Glow's recipe) ``init(key, x_batch)`` needs a batch
         of data; ``init(key)`` alone raises a ValueError. When False the
         ActNorms start at the identity and ``x_batch`` is optional.
-      max_log_scale: bound on each coupling's log-scale.
+      scale, min_scale, max_log_scale: the couplings' affine parameterisation
+        (see :func:`genlearn.flows.affine`).
       base: "normal", "diag_gaussian", "logistic", or a Distribution.
-      mask: coupling masks, "half" or "parity", alternating between steps.
+      mask: coupling masks, "half" or "parity" alternating between steps, or "random"
+        (a random half per step drawn from ``seed``).
       activation: conditioner activation.
       context_dim: > 0 for a conditional flow p(x | c) (the couplings read c).
       seed: seeds the fixed random rotations that initialise the LU layers.
@@ -210,10 +214,10 @@ def glow(
     hidden = check_hidden(hidden)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"glow: seed must be an int, got {seed!r}")
-    transformer = affine(max_log_scale)
+    transformer = affine(scale, min_scale=min_scale, max_log_scale=max_log_scale)
     rot_keys = jax.random.split(jax.random.PRNGKey(int(seed)), num_layers)
     layers: list[tuple[str, Bijector]] = []
-    for i, m in enumerate(alternating_masks(dim, num_layers, mask)):
+    for i, m in enumerate(alternating_masks(dim, num_layers, mask, seed)):
         layers.append(("coupling", coupling(dim, transformer, mask=m, hidden=hidden, activation=activation,
                                             context_dim=context_dim)))
         layers.append(("lu", lu_linear(dim, key=rot_keys[i])))

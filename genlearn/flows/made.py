@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genlearn.core.bijectors import _check_dim
-from genlearn.nn import activation_fn
+from genlearn.nn import _fan_in_uniform, activation_fn
 
 __all__ = ["MADE", "made", "made_masks", "autoregressive_order"]
 
@@ -82,13 +82,19 @@ class _MaskedDense(nn.Module):
 
     mask: Callable[[], np.ndarray]  # a thunk: numpy arrays are not hashable module fields
     zero_init: bool = False
+    uniform_init: bool = False  # U(+-1/sqrt(fan_in)) kernel and bias (PyTorch's, Equinox's default)
 
     @nn.compact
     def __call__(self, x):
         m = self.mask()
-        init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
+        if self.zero_init:
+            init = bias_init = nn.initializers.zeros
+        elif self.uniform_init:
+            init = bias_init = _fan_in_uniform(m.shape[0])
+        else:
+            init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros
         w = self.param("kernel", init, m.shape, jnp.float32)
-        b = self.param("bias", nn.initializers.zeros, (m.shape[1],), jnp.float32)
+        b = self.param("bias", bias_init, (m.shape[1],), jnp.float32)
         return x @ (w.astype(x.dtype) * jnp.asarray(m, x.dtype)) + b.astype(x.dtype)
 
 
@@ -102,6 +108,8 @@ class MADE(nn.Module):
       context_dim: size of the optional context vector (0: none).
       activation: hidden activation (name or callable).
       zero_init_last: zero the output layer, so a flow layer built on MADE starts at the identity.
+      hidden_init: "uniform" (kernels and biases from U(+-1/sqrt(fan_in)), as PyTorch and
+        Equinox; nonzero biases spread the ReLU kinks) or "lecun" (flax's default, zero biases).
 
     Works on one example x of shape (dim,) or a batch (..., dim).
     """
@@ -112,6 +120,7 @@ class MADE(nn.Module):
     context_dim: int = 0
     activation: str | Callable = "relu"
     zero_init_last: bool = True
+    hidden_init: str = "uniform"
 
     @nn.compact
     def __call__(self, x, context=None):
@@ -126,11 +135,14 @@ class MADE(nn.Module):
                 )
         elif context is not None:
             raise ValueError("MADE: context_dim=0 but a context was given")
+        if self.hidden_init not in ("lecun", "uniform"):
+            raise ValueError(f"MADE: hidden_init must be 'lecun' or 'uniform', got {self.hidden_init!r}")
         act = activation_fn(self.activation)
         masks = made_masks(tuple(self.order), tuple(self.hidden), int(self.num_outputs))
         h = x
         for i, width in enumerate(self.hidden):
-            h = _MaskedDense(functools.partial(_pick, masks, i), name=f"masked_{i}")(h)
+            h = _MaskedDense(functools.partial(_pick, masks, i), uniform_init=self.hidden_init == "uniform",
+                             name=f"masked_{i}")(h)
             if self.context_dim:
                 h = h + nn.Dense(width, use_bias=False, name=f"context_{i}")(context.astype(h.dtype))
             h = act(h)
@@ -158,6 +170,7 @@ def made(
     context_dim: int = 0,
     activation: str | Callable = "relu",
     zero_init_last: bool = True,
+    hidden_init: str = "uniform",
 ) -> MADE:
     """Builds a :class:`MADE` with validated hyperparameters.
 
@@ -171,6 +184,7 @@ def made(
       context_dim: >= 0; the context enters every hidden layer unmasked.
       activation: hidden activation.
       zero_init_last: zero-initialise the output layer.
+      hidden_init: "uniform" or "lecun", the hidden layers' initialisation (see :class:`MADE`).
 
     Returns the flax module; ``module.init(key, x[, context])`` gives its params.
     """
@@ -188,6 +202,8 @@ def made(
             f"degree has units (no dead outputs), got hidden={hidden}"
         )
     activation_fn(activation)  # validates the name now rather than at first call
+    if hidden_init not in ("lecun", "uniform"):
+        raise ValueError(f"made: hidden_init must be 'lecun' or 'uniform', got {hidden_init!r}")
     return MADE(order=autoregressive_order(dim, order, seed), hidden=tuple(int(w) for w in hidden),
                 num_outputs=num_outputs, context_dim=context_dim, activation=activation,
-                zero_init_last=zero_init_last)
+                zero_init_last=zero_init_last, hidden_init=hidden_init)

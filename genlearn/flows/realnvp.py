@@ -18,34 +18,45 @@ def realnvp(
     num_layers: int = 8,
     hidden: tuple[int, ...] = (128, 128),
     *,
+    scale: str = "softplus",
+    min_scale: float = 1e-2,
     max_log_scale: float = 5.0,
     base: str | Distribution = "normal",
     mask: str = "half",
+    seed: int = 0,
     activation: str | Callable = "relu",
     context_dim: int = 0,
 ) -> Flow:
-    """RealNVP flow: ``num_layers`` affine couplings x_t = z_t * exp(u(z_c)) + v(z_c).
+    """RealNVP flow: ``num_layers`` affine couplings.
 
-    log|det| = sum u per layer; u is soft-clamped to (-max_log_scale,
-    max_log_scale). The roles of the two subsets alternate between layers so
-    every coordinate is transformed. Each layer starts at the identity.
+    Each coupling maps the transformed coordinates elementwise by an affine map
+    whose scale and shift a conditioner computes from the others: by default
+    z_t = x_t * s(x_c) + t(x_c) with a softplus scale s >= ``min_scale``
+    (``scale="exp"``: the paper's x_t = z_t * exp(u) + v, log-scale soft-clamped to
+    (-max_log_scale, max_log_scale); see :func:`genlearn.flows.affine`). The roles
+    of the two subsets alternate between layers so every coordinate is
+    transformed. Each layer starts at the identity.
 
     Args:
       dim: data dimension, >= 2.
       num_layers: number of coupling layers, >= 1.
       hidden: hidden widths of each coupling's MLP conditioner.
-      max_log_scale: bound B on each layer's log-scale.
+      scale: "softplus" or "exp", the scale's parameterisation.
+      min_scale: the softplus scale's floor, in (0, 1).
+      max_log_scale: bound B on each layer's log-scale (``scale="exp"``).
       base: "normal", "diag_gaussian", "logistic", or a Distribution.
-      mask: "half" (contiguous halves) or "parity" (even/odd coordinates).
+      mask: "half" (contiguous halves), "parity" (even/odd coordinates) or
+        "random" (a random half per layer drawn from ``seed``: random permutations).
+      seed: the seed of ``mask="random"``.
       activation: conditioner activation.
       context_dim: > 0 for a conditional flow p(x | c): every conditioner also reads c.
     """
     dim = _check_dim(dim, 2, "realnvp: dim")
     num_layers = check_layers(num_layers)
     hidden = check_hidden(hidden)
-    transformer = affine(max_log_scale)
+    transformer = affine(scale, min_scale=min_scale, max_log_scale=max_log_scale)
     layers = [
         coupling(dim, transformer, mask=m, hidden=hidden, activation=activation, context_dim=context_dim)
-        for m in alternating_masks(dim, num_layers, mask)
+        for m in alternating_masks(dim, num_layers, mask, seed)
     ]
     return make_flow(make_base(base, dim), chain(*layers))

@@ -176,6 +176,9 @@ def spline(
         or "autoregressive" (RQ-NSF (AR): MAF layers with alternating/random ``order``).
       num_bins, bound, min_bin_width, min_bin_height, min_derivative: see
         :func:`rational_quadratic`.
+      mask, seed: the couplings' masks ("half", "parity", or "random" drawn from
+        ``seed``), as for :func:`genlearn.flows.realnvp`; ``order`` and ``seed`` give
+        the autoregressive layers' orders, as for :func:`genlearn.flows.maf`.
       base, activation, context_dim: as for :func:`genlearn.flows.realnvp`.
     """
     dim = _check_dim(dim, 2, "spline: dim")
@@ -184,7 +187,7 @@ def spline(
     t = rational_quadratic(num_bins, bound, min_bin_width, min_bin_height, min_derivative)
     if kind == "coupling":
         layers = [coupling(dim, t, mask=m, hidden=hidden, activation=activation, context_dim=context_dim)
-                  for m in alternating_masks(dim, num_layers, mask)]
+                  for m in alternating_masks(dim, num_layers, mask, seed)]
     elif kind == "autoregressive":
         layers = [masked_autoregressive(dim, t, hidden=hidden, order=o, activation=activation,
                                         context_dim=context_dim)
