@@ -127,9 +127,10 @@ def test_jitted_chunks_match_step_by_step_reference():
     )
 
     _, shuffle_key, loss_key, _ = jax.random.split(KEY, 4)
-    step = jax.jit(train_step(noisy_regression_loss, optimizer))
+    clipping = optax.chain(optax.clip_by_global_norm(1.0), optimizer)  # fit's default max_grad_norm=1.0
+    step = jax.jit(train_step(noisy_regression_loss, clipping))
     params = regression_params()
-    opt_state = optimizer.init(params)
+    opt_state = clipping.init(params)
     losses = []
     for t in range(steps):
         rows = JIT_INDICES(shuffle_key, t, len(data), batch_size)
@@ -141,6 +142,23 @@ def test_jitted_chunks_match_step_by_step_reference():
     for name in ("w", "b"):
         np.testing.assert_allclose(result.params[name], params[name], atol=1e-6)
     np.testing.assert_allclose(result.history["train_loss"], losses, atol=1e-6)
+
+
+def test_fit_clips_the_gradient_norm_by_default_and_marks_the_steps():
+    data = regression_data(n=64)
+    kwargs = dict(steps=12, batch_size=16, key=KEY, progress=False)
+    big = dict(optimizer=optax.sgd(0.01), **kwargs)
+    clipped = fit(noisy_regression_loss, regression_params(), data, **big)  # max_grad_norm=1.0
+    plain = fit(noisy_regression_loss, regression_params(), data, max_grad_norm=None, **big)
+    manual = fit(noisy_regression_loss, regression_params(), data, max_grad_norm=None,
+                 **{**big, "optimizer": optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.01))})
+    assert clipped.history["clipped"].dtype == bool and clipped.history["clipped"].any()
+    assert not plain.history["clipped"].any()
+    for name in ("w", "b"):  # the default is optax's global-norm clipping, not something else
+        np.testing.assert_allclose(clipped.params[name], manual.params[name], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(clipped.params["w"], plain.params["w"])
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        fit(noisy_regression_loss, regression_params(), data, max_grad_norm=0.0, **big)
 
 
 def test_max_seconds_stops_on_the_clock_after_whole_chunks():
@@ -162,7 +180,7 @@ def test_fit_draws_the_rows_of_minibatch_indices():
     data = np.eye(n, dtype=np.float32)
     result = fit(
         lambda p, batch, key: jnp.sum(batch @ p), jnp.zeros(n), data,
-        optimizer=optax.sgd(1.0), steps=steps, batch_size=batch_size, key=KEY,
+        optimizer=optax.sgd(1.0), max_grad_norm=None, steps=steps, batch_size=batch_size, key=KEY,
         eval_every=2, progress=False,
     )
     _, shuffle_key, _, _ = jax.random.split(KEY, 4)

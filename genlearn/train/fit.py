@@ -29,12 +29,16 @@ def fit(
     data,
     *,
     optimizer: optax.GradientTransformation,
+    max_grad_norm: float | None = 1.0,
     **kwargs,
 ) -> FitResult:
     """Minimise ``loss_fn(params, batch, key)`` over minibatches of ``data`` with ``optimizer``.
 
-    ``run_trainer(gradient_trainer(loss_fn, optimizer), params, data, **kwargs)``:
-    the keyword arguments (``steps``, ``batch_size``, ``key`` required;
+    ``run_trainer(gradient_trainer(loss_fn, optimizer, max_grad_norm=max_grad_norm),
+    params, data, **kwargs)``. Gradients are clipped to global norm
+    ``max_grad_norm`` (1.0, as ``genlearn fit`` does; None turns it off) before
+    the optimiser sees them; ``result.history["clipped"]`` marks the clipped steps.
+    The other keyword arguments (``steps``, ``batch_size``, ``key`` required;
     ``val_data``, ``val_fraction``, ``eval_every``, ``patience``,
     ``checkpoint_dir``, ``checkpoint_every``, ``keep_checkpoints``, ``resume``,
     ``max_nonfinite``, ``progress``, ``progress_desc``, ``max_seconds``,
@@ -56,4 +60,4 @@ def fit(
       TypeError: ``optimizer`` is not an optax transformation.
       CheckpointError, CheckpointMismatchError: see `run_trainer`.
     """
-    return run_trainer(gradient_trainer(loss_fn, optimizer), params, data, **kwargs)
+    return run_trainer(gradient_trainer(loss_fn, optimizer, max_grad_norm=max_grad_norm), params, data, **kwargs)

@@ -22,9 +22,10 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import optax
 
-from genlearn.train.step import train_step
+from genlearn.train.step import guarded_update
 
 __all__ = ["Trainer", "TrainState", "StepInfo", "gradient_trainer"]
 
@@ -59,34 +60,55 @@ class TrainState(NamedTuple):
 
 
 class StepInfo(NamedTuple):
-    """Info of `gradient_trainer`: the minibatch loss at the incoming params, and
-    whether the update was rejected as non-finite."""
+    """Info of `gradient_trainer`: the minibatch loss at the incoming params, whether
+    the update was rejected as non-finite, and whether the gradient was clipped."""
 
     loss: jax.Array
     nonfinite: jax.Array
+    clipped: jax.Array
 
 
 def gradient_trainer(
     loss_fn: Callable[[PyTree, jax.Array, jax.Array], jax.Array],
     optimizer: optax.GradientTransformation,
+    *,
+    max_grad_norm: Optional[float] = None,
 ) -> Trainer:
     r"""Minibatch gradient descent on ``loss_fn(params, batch, key)`` with ``optimizer``.
 
-    :math:`\theta_{t+1} = \theta_t + \mathrm{opt}(\nabla_\theta L(\theta_t, B_t, k_t))`,
-    rejected when non-finite (`genlearn.train.train_step`). This is maximum
+    :math:`\theta_{t+1} = \theta_t + \mathrm{opt}(\mathrm{clip}(\nabla_\theta L(\theta_t, B_t, k_t)))`,
+    rejected when non-finite (`genlearn.train.guarded_update`). This is maximum
     likelihood (`genlearn.losses.nll`, with dequantisation), the CNF's NLL,
     CD-k, denoising and sliced score matching, or any user loss. ``loss_fn``
     is also the validation loss, so it should be a mean over the rows.
+
+    Args:
+      loss_fn: ``(params, batch, key) -> scalar``.
+      optimizer: any optax transformation.
+      max_grad_norm: when set (> 0), a gradient whose global norm exceeds it is
+        rescaled to that norm before ``optimizer`` sees it
+        (``optax.clip_by_global_norm``), and ``info.clipped`` records the step.
+        None: no clipping (``info.clipped`` is always False).
     """
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
-    guarded = train_step(loss_fn, optimizer)
+    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be a number > 0 or None, got {max_grad_norm!r}")
+    value_and_grad = jax.value_and_grad(loss_fn)
 
     def init(key, params):
         return TrainState(params, optimizer.init(params))
 
     def step(state, batch, key):
-        params, opt_state, loss, finite = guarded(state.params, state.opt_state, batch, key)
-        return TrainState(params, opt_state), StepInfo(loss, ~finite)
+        loss, grads = value_and_grad(state.params, batch, key)
+        if max_grad_norm is None:
+            clipped = jnp.zeros((), bool)
+        else:
+            norm = optax.tree.norm(grads)
+            clipped = norm > max_grad_norm
+            factor = jnp.where(clipped, max_grad_norm / jnp.where(clipped, norm, 1.0), 1.0)
+            grads = jax.tree_util.tree_map(lambda g: g * factor.astype(g.dtype), grads)
+        params, opt_state, finite = guarded_update(optimizer, loss, grads, state.params, state.opt_state)
+        return TrainState(params, opt_state), StepInfo(loss, ~finite, clipped & finite)
 
     return Trainer(init, step, lambda state: state.params, loss_fn)
