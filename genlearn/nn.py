@@ -29,6 +29,16 @@ def activation_fn(name: str | Callable) -> Callable:
     return ACTIVATIONS[name]
 
 
+HIDDEN_INITS = ("lecun", "uniform")
+
+
+def check_hidden_init(value: str, where: str) -> str:
+    """Validates a ``hidden_init`` name ("lecun" or "uniform"); ``where`` prefixes the error."""
+    if value not in HIDDEN_INITS:
+        raise ValueError(f"{where}: hidden_init must be 'lecun' or 'uniform', got {value!r}")
+    return value
+
+
 def _fan_in_uniform(fan_in: int) -> Callable:
     bound = 1.0 / float(max(fan_in, 1)) ** 0.5
 
@@ -61,8 +71,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         act = activation_fn(self.activation)
-        if self.hidden_init not in ("lecun", "uniform"):
-            raise ValueError(f"MLP: hidden_init must be 'lecun' or 'uniform', got {self.hidden_init!r}")
+        check_hidden_init(self.hidden_init, "MLP")
         for width in self.hidden:
             if self.hidden_init == "uniform":
                 init = _fan_in_uniform(x.shape[-1])

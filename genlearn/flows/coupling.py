@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genlearn.core.bijectors import Bijector, _check_dim, make_bijector
-from genlearn.nn import MLP
+from genlearn.nn import MLP, check_hidden_init
 
 __all__ = ["Transformer", "shift", "affine", "coupling", "half_mask", "parity_mask"]
 
@@ -200,8 +200,7 @@ def coupling(
         raise ValueError("coupling: mask must transform some coordinates and condition on the others")
     if any(int(w) < 1 for w in hidden):
         raise ValueError(f"coupling: hidden widths must be >= 1, got {tuple(hidden)}")
-    if hidden_init not in ("uniform", "lecun"):
-        raise ValueError(f"coupling: hidden_init must be 'uniform' or 'lecun', got {hidden_init!r}")
+    check_hidden_init(hidden_init, "coupling")
     # int32 indices: int64 numpy indices break under a toggled jax.enable_x64.
     cond_idx = np.flatnonzero(~mask).astype(np.int32)
     trans_idx = np.flatnonzero(mask).astype(np.int32)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genlearn.core.bijectors import _check_dim
-from genlearn.nn import _fan_in_uniform, activation_fn
+from genlearn.nn import _fan_in_uniform, activation_fn, check_hidden_init
 
 __all__ = ["MADE", "made", "made_masks", "autoregressive_order"]
 
@@ -135,8 +135,7 @@ class MADE(nn.Module):
                 )
         elif context is not None:
             raise ValueError("MADE: context_dim=0 but a context was given")
-        if self.hidden_init not in ("lecun", "uniform"):
-            raise ValueError(f"MADE: hidden_init must be 'lecun' or 'uniform', got {self.hidden_init!r}")
+        check_hidden_init(self.hidden_init, "MADE")
         act = activation_fn(self.activation)
         masks = made_masks(tuple(self.order), tuple(self.hidden), int(self.num_outputs))
         h = x
@@ -202,8 +201,7 @@ def made(
             f"degree has units (no dead outputs), got hidden={hidden}"
         )
     activation_fn(activation)  # validates the name now rather than at first call
-    if hidden_init not in ("lecun", "uniform"):
-        raise ValueError(f"made: hidden_init must be 'lecun' or 'uniform', got {hidden_init!r}")
+    check_hidden_init(hidden_init, "made")
     return MADE(order=autoregressive_order(dim, order, seed), hidden=tuple(int(w) for w in hidden),
                 num_outputs=num_outputs, context_dim=context_dim, activation=activation,
                 zero_init_last=zero_init_last, hidden_init=hidden_init)
