@@ -11,7 +11,7 @@ here), all seeds of one method at once through ``genlearn.gan.run.train_seeds``
 (the min-max step vmapped over seeds; the same keys and arithmetic as
 ``train_model`` up to float rounding, which chaotic adversarial training can
 amplify into a different outcome for a seed: compare seeds within one call).
-``ns-r1`` is the non-saturating GAN with the R1 penalty (``--r1-weight 1``).
+``ns-r1`` / ``js-r1`` are the non-saturating / minimax GAN with the flags in ``VARIANTS`` (R1 0.1, EMA, ...).
 
 Writes benchmarks/results/mode_collapse.{json,md,png}; results are saved
 after every run, so a partial run leaves a partial table.
@@ -33,12 +33,13 @@ from genlearn.data import load_dataset
 from genlearn.gan.run import train_seeds
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-METHODS = ("js", "ns", "ns-r1", "wgan-clip", "wgan-gp", "sn", "hinge", "mmd")
+METHODS = ("js", "js-r1", "ns", "ns-r1", "wgan-clip", "wgan-gp", "sn", "hinge", "mmd")
 # label -> (loss, options on top of the `genlearn fit gan` defaults). ns-r1: the non-saturating GAN with
 # a light R1 penalty on the real data (Mescheder et al. 2018), a generator EMA, a 2-D uniform latent, a
 # wider generator and a long schedule; the same on both data sets.
-VARIANTS = {"ns-r1": ("ns", {"r1_weight": 0.1, "ema_decay": 0.999, "latent_dim": 2, "base": "uniform",
-                             "hidden": [128, 128, 128], "steps": 60000})}
+_R1 = {"r1_weight": 0.1, "ema_decay": 0.999, "latent_dim": 2, "base": "uniform", "hidden": [128, 128, 128],
+       "steps": 60000}
+VARIANTS = {"ns-r1": ("ns", _R1), "js-r1": ("js", _R1)}  # js-r1: the same flags on the minimax GAN
 DATASETS = ("ring8", "grid25")
 
 
@@ -75,7 +76,7 @@ def _table(rows):
 
 def _configs(rows):
     lines = ["Configurations (the `genlearn fit gan --loss L --data D` defaults; `ns-r1` adds "
-             f"{VARIANTS['ns-r1'][1]}):", ""]
+             f"{VARIANTS['ns-r1'][1]}, `js-r1` the same):", ""]
     seen = set()
     for r in sorted(rows, key=lambda r: (DATASETS.index(r["data"]), METHODS.index(r["method"]))):
         key = (r["data"], r["method"])

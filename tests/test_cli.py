@@ -258,3 +258,13 @@ def test_fit_and_sample_every_flows_ii_model(model, tmp_path):
     assert np.isfinite(metrics["test_nll"]) and metrics["steps"] == 4
     assert main(["sample", "--run", out, "-n", "16", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (16, 2)
+
+
+def test_fit_help_renders_and_names_what_each_gan_loss_needs():
+    # argparse %-formats every help string: a bare "%" in an option's help breaks `genlearn fit --help`
+    from genlearn.cli import build_parser
+
+    fit = build_parser()._subparsers._group_actions[0].choices["fit"]
+    text = " ".join(fit.format_help().split())
+    assert "90 % high-quality" in text
+    assert "ns and js need --r1-weight 0.1 --ema-decay 0.999" in text and "--steps 60000" in text
