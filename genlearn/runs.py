@@ -290,9 +290,26 @@ def fit(family: str, dataset: Dataset, options: dict | None = None, *, out: str 
             with open(os.path.join(out, name), "w") as fh:
                 json.dump(content, fh, indent=2)
         _write_figures(out, fam.name, model, params, dataset, history, seed, fam.loss_label)
+        if history is not None:
+            _write_history(os.path.join(out, "history.npz"), history)
         if fam.figures:
             fam.figures(out, model, params, dataset, opts, jax.random.PRNGKey(seed + 4))
     return params, cfg, metrics
+
+
+def _write_history(path: str, history: dict) -> None:
+    """The per-step curves behind loss.png (``train_loss``, ``clipped``, validation, ...) as arrays."""
+    arrays = {}
+    for k, v in history.items():
+        if k in ("metrics", "stop_reason", "steps"):
+            continue
+        try:
+            a = np.asarray(v)
+        except (TypeError, ValueError):
+            continue
+        if a.dtype.kind in "biuf":
+            arrays[k] = a
+    np.savez(path, **arrays)
 
 
 def _read_config(run_dir: str) -> dict:

@@ -21,10 +21,11 @@ def _flows():
         "nice": flows.nice(2, num_layers=4, hidden=H),
         "nice_normal": flows.nice(2, num_layers=2, hidden=H, base="normal"),
         "realnvp_diag": flows.realnvp(2, num_layers=2, hidden=H, base="diag_gaussian"),
+        "realnvp_t": flows.realnvp(2, num_layers=2, hidden=H, base=core.student_t(2, df=3.0)),
     }
 
 
-@pytest.mark.parametrize("name", ["realnvp", "nice", "nice_normal", "realnvp_diag"])
+@pytest.mark.parametrize("name", ["realnvp", "nice", "nice_normal", "realnvp_diag", "realnvp_t"])
 def test_density_integrates_to_one(name):
     flow = _flows()[name]
     params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
@@ -142,3 +143,32 @@ def test_nll_loss_and_weight_decay():
     assert np.isfinite(a) and a != b
     with pytest.raises(ValueError, match="weight_decay"):
         gl.losses.nll(flow, weight_decay=-1.0)
+
+
+@pytest.mark.parametrize("dim, df", [(1, 3.0), (2, 10.0), (5, None), (16, 0.7)])
+def test_student_t_log_prob_equals_scipy(dim, df):
+    from scipy import stats
+
+    base = core.student_t(dim, df)
+    nu = max(5.0 * dim, 10.0) if df is None else df
+    z = 3.0 * np.asarray(jax.random.normal(jax.random.PRNGKey(dim), (64, dim)))
+    ref = stats.multivariate_t(loc=np.zeros(dim), shape=np.eye(dim), df=nu).logpdf(z)
+    np.testing.assert_allclose(jax.vmap(lambda v: base.log_prob(None, v))(jnp.asarray(z)), ref, rtol=2e-5,
+                               atol=2e-5)
+
+
+def test_student_t_samples_have_its_covariance_and_tails():
+    dim, df = 3, 6.0
+    z = np.asarray(core.student_t(dim, df).sample(None, jax.random.PRNGKey(0), 200_000))
+    assert z.shape == (200_000, dim)
+    # Cov = df / (df - 2) I = 1.5 I; the radial law |z|^2 / d ~ F(d, df)
+    np.testing.assert_allclose(np.cov(z.T), 1.5 * np.eye(dim), atol=0.05)
+    from scipy import stats
+
+    assert stats.kstest(np.sum(z[:20_000] ** 2, 1) / dim, stats.f(dim, df).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("df", [0.0, -1.0, float("nan"), float("inf")])
+def test_student_t_bad_df(df):
+    with pytest.raises(ValueError, match="student_t: df must be a finite number > 0"):
+        core.student_t(2, df)

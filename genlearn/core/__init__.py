@@ -19,6 +19,7 @@ from genlearn.core.distributions import (
     logistic,
     make_base,
     standard_normal,
+    student_t,
     uniform,
 )
 from genlearn.core.flow import Flow, batch_context, check_batch, make_flow, transformed
@@ -50,6 +51,7 @@ __all__ = [
     "reverse",
     "scale",
     "standard_normal",
+    "student_t",
     "transformed",
     "uniform",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "diag_gaussian",
     "logistic",
     "uniform",
+    "student_t",
     "make_base",
 ]
 
@@ -128,11 +129,46 @@ def uniform(dim: int, low: float = 0.0, high: float = 1.0) -> Distribution:
     return Distribution(_fixed, _checked(log_prob, dim), sample, dim)
 
 
+def student_t(dim: int, df: float | None = None) -> Distribution:
+    """The multivariate Student-t with ``df`` degrees of freedom, location 0 and scale I.
+
+    log q(z) = log G((df + d)/2) - log G(df/2) - (d/2) log(df pi) - ((df + d)/2) log(1 + |z|^2 / df).
+    Its tails are polynomial, so a flow with this base is robust to points it maps
+    far out: their negative log-likelihood grows like log|z| (not |z|^2 / 2) and
+    the gradient of log q is bounded by (df + d) / (2 sqrt(df)) ("Studentising
+    flows", Alexanderson & Henter 2020; learnable tails: Jaini et al. 2020). Unlike
+    N(0, I), its coordinates are dependent, which also breaks the saddle an
+    identity-initialised flow sits on when the data's coordinates are
+    independent. ``df=None`` takes df = 5 d (>= 10): its cost on Gaussian data
+    (KL to the best rescaled N(0, I) fit) is about 0.01 nats in every dimension.
+    Samples: N(0, I) / sqrt(chi2_df / df).
+    """
+    dim = _check_dim(dim)
+    df = float(max(5.0 * dim, 10.0) if df is None else df)
+    if not (math.isfinite(df) and df > 0):
+        raise ValueError(f"student_t: df must be a finite number > 0, got {df}")
+    const = math.lgamma((df + dim) / 2) - math.lgamma(df / 2) - 0.5 * dim * math.log(df * math.pi)
+
+    def log_prob(params, z):
+        del params
+        return const - 0.5 * (df + dim) * jnp.log1p(jnp.sum(z**2) / df)
+
+    def sample(params, key, n):
+        del params
+        k_normal, k_chi2 = jax.random.split(key)
+        g = jax.random.normal(k_normal, (n, dim))
+        chi2 = 2.0 * jax.random.gamma(k_chi2, df / 2, (n, 1))
+        return g * jnp.sqrt(df / chi2)
+
+    return Distribution(_fixed, _checked(log_prob, dim), sample, dim)
+
+
 _BASES = {
     "normal": standard_normal,
     "diag_gaussian": diag_gaussian,
     "logistic": logistic,
     "uniform": uniform,
+    "student_t": student_t,
 }
 
 

@@ -169,7 +169,7 @@ def _family(name: str, layer: Callable, doc: str) -> Callable[..., Flow]:
         max_log_scale: float = 5.0,
         order: str = "alternate",
         seed: int = 0,
-        base: str | Distribution = "normal",
+        base: str | Distribution = "student_t",
         activation: str | Callable = "relu",
         context_dim: int = 0,
     ) -> Flow:
@@ -197,7 +197,9 @@ maf = _family("maf", masked_autoregressive, """Masked autoregressive flow (Papam
         x = z exp(alpha) + mu with a soft-clamped log-scale (see
         :func:`genlearn.flows.affine`); ``rational_quadratic()`` gives an
         autoregressive neural spline flow.
-      base: "normal", "diag_gaussian", "logistic" or a Distribution.
+      base: "student_t" (the default: a multivariate t with df = 5 d, see
+        :func:`genlearn.core.student_t`; it keeps training free of loss spikes), "normal",
+        "diag_gaussian", "logistic", or a Distribution.
       activation: MADE activation.
       context_dim: > 0 for a conditional flow p(x | c).
     """)

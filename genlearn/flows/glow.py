@@ -181,7 +181,7 @@ def glow(
     scale: str = "softplus",
     min_scale: float = 1e-2,
     max_log_scale: float = 5.0,
-    base: str | Distribution = "normal",
+    base: str | Distribution = "student_t",
     mask: str = "half",
     activation: str | Callable = "relu",
     context_dim: int = 0,
@@ -198,7 +198,9 @@ def glow(
         ActNorms start at the identity and ``x_batch`` is optional.
       scale, min_scale, max_log_scale: the couplings' affine parameterisation
         (see :func:`genlearn.flows.affine`).
-      base: "normal", "diag_gaussian", "logistic", or a Distribution.
+      base: "student_t" (the default: a multivariate t with df = 5 d, see
+        :func:`genlearn.core.student_t`; it keeps training free of loss spikes), "normal",
+        "diag_gaussian", "logistic", or a Distribution.
       mask: coupling masks, "half" or "parity" alternating between steps, or "random"
         (a random half per step drawn from ``seed``).
       activation: conditioner activation.

@@ -21,7 +21,7 @@ def realnvp(
     scale: str = "softplus",
     min_scale: float = 1e-2,
     max_log_scale: float = 5.0,
-    base: str | Distribution = "normal",
+    base: str | Distribution = "student_t",
     mask: str = "half",
     seed: int = 0,
     activation: str | Callable = "relu",
@@ -44,7 +44,9 @@ def realnvp(
       scale: "softplus" or "exp", the scale's parameterisation.
       min_scale: the softplus scale's floor, in (0, 1).
       max_log_scale: bound B on each layer's log-scale (``scale="exp"``).
-      base: "normal", "diag_gaussian", "logistic", or a Distribution.
+      base: "student_t" (the default: a multivariate t with df = 5 d, see
+        :func:`genlearn.core.student_t`; it keeps training free of loss spikes), "normal",
+        "diag_gaussian", "logistic", or a Distribution.
       mask: "half" (contiguous halves), "parity" (even/odd coordinates) or
         "random" (a random half per layer drawn from ``seed``: random permutations).
       seed: the seed of ``mask="random"``.

@@ -24,14 +24,15 @@ LOGIT_ALPHA = 0.05
 
 # name -> (factory(dim, num_layers, hidden, **kw), the factory keywords its options may hold)
 FACTORIES = {
-    "realnvp": (flows.realnvp, ("mask",)),
-    "nice": (flows.nice, ("mask",)),
-    "maf": (flows.maf, ("order",)),  # flows II: autoregressive and spline
-    "iaf": (flows.iaf, ("order",)),
-    "spline": (flows.spline, ("mask", "bound")),
-    "glow": (flows.glow, ("mask",)),  # flows II: glow, cnf
-    "cnf": (flows.cnf, ("rtol", "atol")),
+    "realnvp": (flows.realnvp, ("mask", "base")),
+    "nice": (flows.nice, ("mask", "base")),
+    "maf": (flows.maf, ("order", "base")),  # flows II: autoregressive and spline
+    "iaf": (flows.iaf, ("order", "base")),
+    "spline": (flows.spline, ("mask", "bound", "base")),
+    "glow": (flows.glow, ("mask", "base")),  # flows II: glow, cnf
+    "cnf": (flows.cnf, ("rtol", "atol", "base")),
 }
+BASES = ("normal", "student_t", "logistic", "diag_gaussian")
 
 
 def _train_cfg(steps, batch_size, learning_rate, weight_decay, num_layers, hidden, val_fraction, eval_every,
@@ -41,6 +42,12 @@ def _train_cfg(steps, batch_size, learning_rate, weight_decay, num_layers, hidde
             "eval_every": eval_every, "patience": patience, "grad_clip": 1.0, **factory}
 
 
+def _default_base(name: str) -> str:
+    import inspect
+
+    return inspect.signature(FACTORIES[name][0]).parameters["base"].default
+
+
 def defaults(name: str, dataset) -> dict:
     """Defaults per data kind, chosen on held-out data (see benchmarks/foundation_numbers.py).
 
@@ -48,6 +55,10 @@ def defaults(name: str, dataset) -> dict:
     batch 256, 20k steps. Digits (1400 examples in 64-D) overfit quickly, so
     the flows are smaller and regularised, with early stopping on a split.
     """
+    return {"base": _default_base(name), **_defaults(name, dataset)}
+
+
+def _defaults(name: str, dataset) -> dict:
     pixels = dataset.discrete_levels is not None
     small = dict(steps=3000, batch_size=128, learning_rate=1e-3, weight_decay=1e-2, val_fraction=0.15,
                  eval_every=100, patience=10)
@@ -93,6 +104,7 @@ def build(name: str, options: dict, dim: int, pre: dict):
     """The data-space Model of flow ``name``."""
     factory, keys = FACTORIES[name]
     kwargs = {k: options[k] for k in keys if k in options}
+    kwargs.setdefault("base", "normal")  # runs saved before the base was recorded in their config used N(0, I)
     flow = factory(dim, options["num_layers"], tuple(options["hidden"]), **kwargs)
     return from_flow(flow, outer_bijector(pre, dim), data_init=name == "glow")
 
@@ -132,6 +144,8 @@ OPTIONS = (
     registry.Option("--weight-decay", "weight_decay", registry.nonneg_float, "AdamW weight decay"),
     registry.Option("--layers", "num_layers", registry.positive_int, "number of flow layers"),
     registry.HIDDEN,
+    registry.Option("--base", "base", str, "base distribution (default: the family's own; see genlearn.core.make_base)",
+                    choices=BASES),
     registry.Option("--val-fraction", "val_fraction", registry.fraction, "validation split for early stopping"),
     registry.Option("--patience", "patience", registry.positive_int,
                     "evaluations without improvement before stopping"),
