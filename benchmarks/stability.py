@@ -65,8 +65,9 @@ def main(argv=None):
                 print("{} {} seed {}: L0 {:.2f}, max after 50 {:.2f} at {}, ratio {:.2f}, {} steps > 2 L0, "
                       "held-out {:.3f}".format(*rows[-1][:9]), flush=True)
     lines = ["# Loss spikes under the library defaults", "",
-             f"`python benchmarks/stability.py --lr {a.lr}{' --base ' + a.base if a.base else ''}`: `gl.train.fit` with `optax.adam({a.lr})` and the "
-             f"default gradient clipping (global norm 1.0), base {a.base or 'each family default'}, {a.steps} steps of batch 256, standardised data. "
+             f"`python benchmarks/stability.py --lr {a.lr}{' --base ' + a.base if a.base else ''}`: "
+             f"`gl.train.fit` with `optax.adam({a.lr})` and the default gradient clipping (global norm 1.0), "
+             f"base {a.base or 'each family default'}, {a.steps} steps of batch 256, standardised data. "
              "Criterion (issue 17): no minibatch loss above 2 x the initial loss after step 50.", "",
              "| data | family | seed | initial loss | max after step 50 | at step | ratio | steps > 2 x initial | "
              "held-out NLL | meets |", "|---|---|---|---|---|---|---|---|---|---|"]
