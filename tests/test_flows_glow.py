@@ -150,3 +150,15 @@ def test_batch_norm_state_is_threaded_through_scan_and_eval_uses_it():
 def test_invalid_hyperparameters(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("dim", [2, 4])
+def test_glow_default_base_is_a_t_with_half_the_usual_df(dim):
+    from genlearn import core
+
+    flow, ref = flows.glow(dim, num_layers=1, hidden=(8,)), core.student_t(dim, df=max(2.5 * dim, 5.0))
+    z = jax.random.normal(jax.random.PRNGKey(1), (7, dim)) * 3.0
+    got = jax.vmap(flow.base.log_prob, (None, 0))(None, z)
+    np.testing.assert_allclose(got, jax.vmap(ref.log_prob, (None, 0))(None, z), rtol=1e-6)
+    other = core.student_t(dim)  # df = max(5 d, 10): a different density in the tails
+    assert not np.allclose(got, jax.vmap(other.log_prob, (None, 0))(None, z), rtol=1e-3)

@@ -17,10 +17,9 @@ import pytest
 import genlearn as gl
 from genlearn.data import load_dataset, standardize, standardize_stats
 
-# glow still spikes on ring8 with the t base (6.3 nats at step ~300 from 2.93; base="normal": 679): open, issue 17.
-# cnf and the CLI runs cost ~4 CPU-minutes together: `pytest -m slow` (the default suite's 15-minute budget).
-_GLOW = pytest.param("glow", marks=pytest.mark.xfail(strict=True, reason="glow spikes on ring8 (issue 17, open)"))
-FAMILIES = ("realnvp", "nice", "maf", "iaf", "spline", _GLOW, pytest.param("cnf", marks=pytest.mark.slow))
+# glow with the usual df = 10 in 2-D reached 5.1 nats at step 288 from 2.93 here (base="normal": 679); its
+# default t has df = 5. The CNF's ODE solves cost a CPU-minute: `pytest -m slow`.
+FAMILIES = ("realnvp", "nice", "maf", "iaf", "spline", "glow", pytest.param("cnf", marks=pytest.mark.slow))
 STEPS = 400
 
 
@@ -45,8 +44,13 @@ def test_library_defaults_train_without_spikes(family):
     _assert_no_spike(res.history["train_loss"], f"{family} on ring8 through gl.train.fit")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family", ("realnvp", "nice", "maf", "iaf", "spline", "glow", "cnf"))
+# RealNVP (the CLI main job whose loss.png showed the spike) runs in the default suite; the CLI trains every
+# flow family through the same trainer and clipping as gl.train.fit, so the others are `-m slow` (~3 CPU-minutes).
+CLI_FAMILIES = ("realnvp", *(pytest.param(f, marks=pytest.mark.slow)
+                             for f in ("nice", "maf", "iaf", "spline", "glow", "cnf")))
+
+
+@pytest.mark.parametrize("family", CLI_FAMILIES)
 def test_cli_defaults_train_without_spikes(family, tmp_path):
     from genlearn.cli import main
 
