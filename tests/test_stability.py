@@ -6,7 +6,8 @@ through the API and through the CLI. The API runs replay the configuration of
 ``benchmarks/stability.py`` (ring8, batch 256, init seed 0, data key 10), where
 RealNVP with ``base="normal"`` reaches 106 nats at step 331 from 2.84: the
 failure these defaults (the Student-t base, global-norm clipping) remove.
-The full 2000-step, 2-seed study is ``benchmarks/results/stability.md``.
+The full 2000-step, 3-seed study is ``benchmarks/results/stability.md``
+(with N(0, I) bases: ``stability_normal_base.md``).
 """
 
 import jax
