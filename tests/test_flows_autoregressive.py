@@ -168,6 +168,7 @@ def test_made_rejects_wrong_input_and_context_sizes():
         bij.inverse(bij.init(jax.random.PRNGKey(0)), jnp.zeros(3), jnp.zeros(3))
 
 
+@pytest.mark.slow  # the library defaults learn ring8: tests/test_stability.py
 def test_maf_learns_two_moons():
     held_out = _held_out_moons_nll(flows.maf(2, num_layers=8, hidden=(32, 32)), 1000)
     assert held_out < 1.45, held_out  # ~1.24 here; full size (benchmarks/flows2_numbers.py) reaches <= 1.15

@@ -140,6 +140,7 @@ def test_invalid_hyperparameters(call, match):
         call()
 
 
+@pytest.mark.slow  # the library defaults learn ring8: tests/test_stability.py
 def test_spline_learns_two_moons():
     held_out = _held_out_moons_nll(flows.spline(2, num_layers=3, hidden=(32, 32)), 400)
     assert held_out < 1.55, held_out  # ~1.45 after 300 steps; full size (benchmarks/flows2_numbers.py) <= 1.15

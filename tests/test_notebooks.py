@@ -26,7 +26,18 @@ def test_there_are_notebooks():
     assert len(names) >= 1, "notebooks/ is empty"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+# The default suite executes the first notebook (the API tour whose figure heads the README); the others
+# (20-40 s each at CI size, most of it XLA compilation) run under `pytest -m slow` and at full size in
+# scripts/execute_notebooks.py. Every notebook's committed outputs are checked against its code below.
+_EXECUTED_BY_DEFAULT = ("01_flows_from_scratch.ipynb",)
+
+
+def _executes(path):
+    name = os.path.basename(path)
+    return pytest.param(path, id=name, marks=() if name in _EXECUTED_BY_DEFAULT else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("path", [_executes(p) for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("GENLEARN_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
