@@ -41,6 +41,16 @@ class Entry(NamedTuple):
     options: dict = {}  # overrides of the family's defaults (never mutated)
     default_steps: dict = {}  # data kind ("toy" | "pixels") -> steps at the default budget (else the family's)
     time_cap: float | None = None  # seconds: also stop on the clock at the default budget (slow models)
+    kind_options: dict = {}  # data kind ("toy" | "pixels") -> options on top of ``options`` for that kind
+
+
+def _kind(dataset) -> str:
+    return "pixels" if dataset.discrete_levels is not None else "toy"
+
+
+def _options(entry: Entry, dataset) -> dict:
+    """The entry's options for this data set: ``options`` updated by ``kind_options[kind]``."""
+    return {**entry.options, **entry.kind_options.get(_kind(dataset), {})}
 
 
 # Default budgets: the whole default roster on ring8 fits and evaluates in under 10 minutes on 2 CPU
@@ -58,8 +68,13 @@ ROSTER: dict[str, Entry] = {
         # a shorter AIS than `genlearn fit ebm` (0.05-nat class accuracy in 2-D; the run records its stderr)
         Entry("ebm", "ebm", {"ais_chains": 500, "ais_temperatures": 300, "sample_steps": 100},
               {"toy": 800, "pixels": 800}),
-        Entry("gan-js", "gan", {"loss": "js"}, {"toy": 3000, "pixels": 2000}),
-        Entry("wgan-gp", "gan", {"loss": "wgan-gp"}, {"toy": 2000, "pixels": 1500}),
+        # 2-D toys: the minimax GAN with the flags it needs there (`genlearn fit gan --help`; ring8 8/8 modes,
+        # 98.6 % high quality in benchmarks/results/mode_collapse.md), ~110 s on 2 cores
+        Entry("gan-js", "gan", {"loss": "js"}, {"toy": 60000, "pixels": 2000},
+              kind_options={"toy": {"r1_weight": 0.1, "ema_decay": 0.999, "latent_dim": 2, "base": "uniform",
+                                    "hidden": [128, 128, 128]}}),
+        # the family's 2-D toy defaults (32000 steps, ~120 s): 8/8 modes, 98.3 % high quality on ring8
+        Entry("wgan-gp", "gan", {"loss": "wgan-gp"}, {"pixels": 1500}),
         Entry("mmd-gen", "gan", {"loss": "mmd"}, {"toy": 4000, "pixels": 2000}),
         # the IWAE bound with k = 200 (not the family's 1000): the runs layer evaluates it on the test set
         Entry("vae", "vae", {"eval_samples": 200}, {"toy": 3000, "pixels": 2000}),
@@ -68,7 +83,8 @@ ROSTER: dict[str, Entry] = {
     ]
 }
 
-DEFAULT_ROSTER = ("histogram", "kde", "gmm", "nice", "realnvp", "maf", "cnf", "ebm", "gan-js", "wgan-gp", "mmd-gen")
+DEFAULT_ROSTER = ("histogram", "kde", "gmm", "nice", "realnvp", "maf", "spline", "cnf", "ebm", "gan-js", "wgan-gp",
+                  "mmd-gen")
 
 # Leaderboard columns: (metric key, header, lower is better?)
 COLUMNS = [
@@ -132,7 +148,7 @@ def _fit_one(entry: Entry, dataset, out: str, steps: int | None, max_seconds: fl
     """Fits one roster entry into the run directory ``out`` (`genlearn.runs.fit`)."""
     from genlearn.runs import fit
 
-    fit(entry.family, dataset, entry.options, out=out, seed=seed, steps=steps, max_seconds=max_seconds,
+    fit(entry.family, dataset, _options(entry, dataset), out=out, seed=seed, steps=steps, max_seconds=max_seconds,
         progress=progress)
 
 
@@ -144,9 +160,9 @@ def roster_entry(name: str) -> Entry:
 def _steps_for(entry: Entry, dataset, budget) -> tuple[int | None, float | None]:
     from genlearn import registry
 
-    if "steps" not in registry.get(entry.family).defaults(dataset, dict(entry.options)):
+    if "steps" not in registry.get(entry.family).defaults(dataset, _options(entry, dataset)):
         return None, None  # not iterative (a closed-form or EM fit)
-    kind = "pixels" if dataset.discrete_levels is not None else "toy"
+    kind = _kind(dataset)
     if budget is None:
         return entry.default_steps.get(kind), entry.time_cap
     if budget[0] == "steps":

@@ -76,3 +76,18 @@ def test_models_that_do_not_apply_to_the_data_get_an_na_row():
     for name in ("histogram", "ebm", "gmm", "wgan-gp"):
         assert cmp._not_applicable(cmp.ROSTER[name], moons) is None
     assert cmp._not_applicable(cmp.ROSTER["gmm"], digits) is None
+
+
+def test_roster_options_and_budgets_depend_on_the_data_kind():
+    from genlearn.data import load_dataset
+
+    toy, pixels = load_dataset("ring8", n_train=200, n_test=50), load_dataset("digits")
+    js = cmp.ROSTER["gan-js"]
+    assert cmp._options(js, toy)["r1_weight"] == 0.1 and cmp._options(js, toy)["latent_dim"] == 2
+    assert cmp._options(js, pixels) == {"loss": "js"}  # the 2-D toy recipe stays off the digits
+    assert cmp._steps_for(js, toy, None) == (60000, None)
+    # wgan-gp takes the family's own 2-D toy schedule (32000 steps) and 1500 steps on pixels
+    assert cmp._steps_for(cmp.ROSTER["wgan-gp"], toy, None) == (None, None)
+    assert cmp._steps_for(cmp.ROSTER["wgan-gp"], pixels, None) == (1500, None)
+    assert cmp._steps_for(js, toy, cmp.parse_budget("90s")) == (60000, 90.0)
+    assert "spline" in cmp.DEFAULT_ROSTER and set(cmp.DEFAULT_ROSTER) <= set(cmp.ROSTER)
