@@ -57,6 +57,9 @@ class MLP(nn.Module):
       activation: a callable or a name from :data:`ACTIVATIONS`.
       zero_init_last: zero the last layer's kernel and bias, so that a coupling
         layer built on it starts at the identity map.
+      last_init_scale: with ``zero_init_last``, > 0 draws the last kernel from
+        N(0, last_init_scale^2) instead (the bias stays zero): the layer starts near,
+        not at, zero, which breaks the symmetric saddle of :func:`genlearn.flows.nice`.
       hidden_init: "lecun" (flax's default: lecun-normal kernels, zero biases) or
         "uniform" (PyTorch's and Equinox's default: kernels and biases drawn from
         U(-1/sqrt(fan_in), 1/sqrt(fan_in))) for the hidden layers.
@@ -67,6 +70,7 @@ class MLP(nn.Module):
     activation: str | Callable = "relu"
     zero_init_last: bool = False
     hidden_init: str = "lecun"
+    last_init_scale: float = 0.0
 
     @nn.compact
     def __call__(self, x):
@@ -79,7 +83,8 @@ class MLP(nn.Module):
             else:
                 x = act(nn.Dense(width)(x))
         if self.zero_init_last:
-            last = nn.Dense(self.out, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+            kernel = nn.initializers.normal(self.last_init_scale) if self.last_init_scale > 0 else nn.initializers.zeros
+            last = nn.Dense(self.out, kernel_init=kernel, bias_init=nn.initializers.zeros)
         else:
             last = nn.Dense(self.out)
         return last(x)

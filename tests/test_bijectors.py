@@ -140,12 +140,21 @@ def test_float64_agrees_with_float32(name):
 
 
 def test_identity_initialisation():
-    for make in (flows.realnvp, flows.nice):
-        flow = make(4, num_layers=2, hidden=H)
+    z = jax.random.normal(jax.random.PRNGKey(1), (6, 4))
+    for flow in (flows.realnvp(4, num_layers=2, hidden=H), flows.nice(4, num_layers=2, hidden=H, init_scale=0.0)):
         params = flow.init(jax.random.PRNGKey(0))
-        z = jax.random.normal(jax.random.PRNGKey(1), (6, 4))
         np.testing.assert_allclose(flow.apply(params, z), z, atol=1e-6)
         np.testing.assert_allclose(flow.log_det(params, z), 0.0, atol=1e-6)
+    # NICE's default starts near the identity (last conditioner kernels ~ N(0, 1e-2^2)), still volume preserving
+    nice = flows.nice(4, num_layers=2, hidden=H)
+    params = nice.init(jax.random.PRNGKey(0))
+    moved = np.abs(np.asarray(nice.apply(params, z) - z))
+    assert 0 < moved.max() < 0.5, moved.max()
+    np.testing.assert_allclose(nice.log_det(params, z), 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="last_init_scale must be a finite number >= 0"):
+        flows.nice(4, init_scale=-1.0)
+    with pytest.raises(ValueError, match="last_init_scale must be a finite number >= 0"):
+        flows.coupling(4, flows.shift(), last_init_scale=float("nan"))
 
 
 def test_chain_order_is_flow_order():

@@ -171,6 +171,7 @@ def coupling(
     activation: str | Callable = "relu",
     context_dim: int = 0,
     hidden_init: str = "uniform",
+    last_init_scale: float = 0.0,
 ) -> Bijector:
     """A coupling bijector on R^dim.
 
@@ -188,6 +189,9 @@ def coupling(
         weights and biases ("uniform", the default: nonzero biases spread the ReLU
         kinks instead of passing them all through the origin) or from flax's
         lecun-normal kernels and zero biases ("lecun").
+      last_init_scale: 0 (the default) zeroes the conditioner's last layer, so the
+        coupling starts as the identity; > 0 draws its kernel from N(0, scale^2), a
+        coupling near the identity (NICE's default, see :func:`genlearn.flows.nice`).
 
     Params are the conditioner's flax params.
     """
@@ -201,6 +205,9 @@ def coupling(
     if any(int(w) < 1 for w in hidden):
         raise ValueError(f"coupling: hidden widths must be >= 1, got {tuple(hidden)}")
     check_hidden_init(hidden_init, "coupling")
+    if isinstance(last_init_scale, bool) or not (isinstance(last_init_scale, (int, float, np.floating))
+                                                  and np.isfinite(last_init_scale) and last_init_scale >= 0):
+        raise ValueError(f"coupling: last_init_scale must be a finite number >= 0, got {last_init_scale!r}")
     # int32 indices: int64 numpy indices break under a toggled jax.enable_x64.
     cond_idx = np.flatnonzero(~mask).astype(np.int32)
     trans_idx = np.flatnonzero(mask).astype(np.int32)
@@ -209,7 +216,7 @@ def coupling(
     assemble = _assembler(cond_idx, trans_idx)
     net = MLP(hidden=tuple(int(w) for w in hidden), out=k * transformer.params_per_dim,
               activation=activation, zero_init_last=True,
-              hidden_init=hidden_init)
+              hidden_init=hidden_init, last_init_scale=float(last_init_scale))
 
     def init(key):
         return net.init(key, jnp.zeros((cond_idx.size + context_dim,)))

@@ -23,6 +23,7 @@ def nice(
     seed: int = 0,
     activation: str | Callable = "relu",
     context_dim: int = 0,
+    init_scale: float = 1e-2,
 ) -> Flow:
     """NICE flow: ``num_layers`` additive couplings x_t = z_t + v(z_c), then x = z * exp(s).
 
@@ -44,12 +45,19 @@ def nice(
       seed: the seed of ``mask="random"``.
       activation: conditioner activation.
       context_dim: > 0 for a conditional flow p(x | c): every conditioner also reads c.
+      init_scale: the couplings' last conditioner layer starts from N(0, init_scale^2)
+        kernels, near the identity rather than at it (0 starts exactly at it). On data
+        symmetric under x_t -> -x_t (ring8, grid25) the exact identity is a saddle: the
+        expected gradient of every shift vanishes and NICE sat at N(0, I) for 600 (ring8)
+        and over 2000 (grid25) steps; with 1e-2 it leaves at once (issue 17, grid25 held-out
+        2.846 -> 1.43/1.61 after 2000 steps).
     """
     dim = _check_dim(dim, 2, "nice: dim")
     num_layers = check_layers(num_layers)
     hidden = check_hidden(hidden)
     layers = [
-        coupling(dim, shift(), mask=m, hidden=hidden, activation=activation, context_dim=context_dim)
+        coupling(dim, shift(), mask=m, hidden=hidden, activation=activation, context_dim=context_dim,
+                 last_init_scale=init_scale)
         for m in alternating_masks(dim, num_layers, mask, seed)
     ]
     return make_flow(make_base(base, dim), chain(*layers, scale(dim)))
