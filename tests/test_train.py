@@ -662,3 +662,61 @@ def test_all_finite_and_guarded_update():
     new, _, ok = guarded_update(opt, jnp.float32(1.0), {"c": jnp.float32(2.0)}, params, opt.init(params),
                                 project=lambda p: {"c": jnp.clip(p["c"], -0.5, 0.5)})
     assert bool(ok) and float(new["c"]) == -0.5
+
+
+# ---------------------------------------------------------------------------
+# The host chunk loop (convolutions on CPU).
+# ---------------------------------------------------------------------------
+
+
+def conv_loss(params, batch, key=None):
+    """A one-layer convolution of 4x4 'images' (the rows), least squares to zero."""
+    x = batch.reshape(-1, 4, 4, 1)
+    y = jax.lax.conv_general_dilated(x, params["k"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.mean((y - 1.0) ** 2)
+
+
+def test_host_chunk_loop_matches_the_scan_guards_and_resumes_bit_identically(tmp_path):
+    data = regression_data()
+    scan = fit(noisy_regression_loss, regression_params(), data, steps=120, chunk_loop="scan", **RESUME_KWARGS)
+    host = fit(noisy_regression_loss, regression_params(), data, steps=120, chunk_loop="host", **RESUME_KWARGS)
+    for name in ("w", "b"):
+        np.testing.assert_allclose(host.params[name], scan.params[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(host.history["train_loss"], scan.history["train_loss"], rtol=1e-5, atol=1e-6)
+    assert (host.step, host.best_step, host.stop_reason) == (scan.step, scan.best_step, scan.stop_reason)
+    first = fit(noisy_regression_loss, regression_params(), data, steps=100, chunk_loop="host",
+                checkpoint_dir=tmp_path / "ck", checkpoint_every=50, **RESUME_KWARGS)
+    assert first.step == 100
+    resumed = fit(noisy_regression_loss, regression_params(), data, steps=120, chunk_loop="host",
+                  checkpoint_dir=tmp_path / "ck", checkpoint_every=50, resume=True, **RESUME_KWARGS)
+    assert_same_result(resumed, host)
+
+    def bad(params, batch, key):
+        return jnp.where(params["c"] >= 5.0, jnp.nan, -params["c"])
+
+    with pytest.warns(RuntimeWarning, match=r"at step\(s\) \[5, 6, 7\]"):
+        result = fit(bad, {"c": jnp.zeros(())}, np.zeros((4, 1)), optimizer=optax.sgd(1.0), steps=100,
+                     batch_size=2, key=KEY, max_nonfinite=3, progress=False, chunk_loop="host")
+    assert result.stop_reason == "nonfinite" and result.step == 8 and float(result.params["c"]) == 5.0
+
+
+def test_auto_chunk_loop_runs_convolutions_on_cpu_step_by_step():
+    from genlearn.train.driver import _chunk_loop
+    from genlearn.train.trainer import gradient_trainer
+
+    batch = jax.ShapeDtypeStruct((8, 16), jnp.float32)
+    conv = gradient_trainer(conv_loss, optax.adam(1e-2))
+    conv_state = conv.init(KEY, {"k": jnp.zeros((3, 3, 1, 1))})
+    dense = gradient_trainer(regression_loss, optax.adam(1e-2))
+    dense_state = dense.init(KEY, regression_params())
+    cpu = jax.default_backend() == "cpu"
+    assert _chunk_loop("auto", conv, conv_state, batch, KEY) == ("host" if cpu else "scan")
+    assert _chunk_loop("auto", dense, dense_state, jax.ShapeDtypeStruct((8, 3), jnp.float32), KEY) == "scan"
+    assert _chunk_loop("scan", conv, conv_state, batch, KEY) == "scan"
+    with pytest.raises(ValueError, match="chunk_loop must be 'auto', 'scan' or 'host', got 'python'"):
+        _chunk_loop("python", conv, conv_state, batch, KEY)
+    data = np.asarray(jax.random.normal(KEY, (64, 16)), np.float32)
+    runs = [fit(conv_loss, {"k": jnp.zeros((3, 3, 1, 1))}, data, optimizer=optax.adam(1e-2), steps=30, batch_size=8,
+                key=KEY, eval_every=10, progress=False, chunk_loop=loop) for loop in ("auto", "scan")]
+    np.testing.assert_allclose(runs[0].params["k"], runs[1].params["k"], rtol=1e-5, atol=1e-6)
+    assert float(conv_loss(runs[0].params, data)) < float(conv_loss({"k": jnp.zeros((3, 3, 1, 1))}, data))
