@@ -21,12 +21,12 @@ from genlearn.diffusion.nets import ScoreNet, mlp_net, sinusoidal_embedding, une
 from genlearn.diffusion.samplers import (SAMPLERS, DiffusionSampler, SamplerInfo, SamplerState, ancestral, ddim,
                                          euler_maruyama, predictor_corrector, probability_flow_sample, run_sampler,
                                          sample, steps_for_nfe)
-from genlearn.diffusion.sde import (SDE, SDES, Discretization, check_time, ddpm_betas, discretize, make_sde,
-                                    perturb, subvp, time_grid, ve, vp, vp_from_ddpm)
+from genlearn.diffusion.sde import (SDE, SDES, SPACINGS, Discretization, check_time, ddpm_betas, discretize,
+                                    make_sde, perturb, subvp, time_grid, ve, vp, vp_from_ddpm)
 
 __all__ = [
     "SDE", "SDES", "Discretization", "check_time", "ddpm_betas", "discretize", "make_sde", "perturb", "subvp",
-    "time_grid", "ve", "vp", "vp_from_ddpm",
+    "time_grid", "SPACINGS", "ve", "vp", "vp_from_ddpm",
     "ScoreNet", "mlp_net", "unet_net", "sinusoidal_embedding",
     "PARAMETERIZATIONS", "Diffusion", "diffusion_model", "eps_fn",
     "WEIGHTINGS", "TIME_SAMPLINGS", "TimeSampler", "time_sampler", "weight", "dsm_loss",

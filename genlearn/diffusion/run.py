@@ -42,6 +42,11 @@ from genlearn.data.scaling import standardize_stats
 __all__ = ["defaults", "preprocess", "build", "build_diffusion", "trainer", "digits_labels", "model_space"]
 
 
+def _spacing(options: dict) -> dict:
+    """The sampler's ``spacing`` keyword (runs written before the option existed: uniform)."""
+    return {"spacing": options.get("sample_spacing", "uniform")}
+
+
 def defaults(dataset, chosen: dict | None = None) -> dict:
     """Per-data defaults (benchmarks/diffusion_numbers.py measures them).
 
@@ -62,7 +67,7 @@ def defaults(dataset, chosen: dict | None = None) -> dict:
         "num_classes": 0, "label_dropout": 0.0, "guidance": None,
         "steps": 6000, "batch_size": 512, "learning_rate": 2e-3, "grad_clip": 1.0, "ema_decay": 0.999,
         "val_fraction": 0.0, "eval_every": 500, "patience": None,
-        "sampler": "ancestral", "sample_nfe": 200, "trace": "exact", "rtol": 1e-4, "atol": 1e-4,
+        "sampler": "ancestral", "sample_nfe": 200, "sample_spacing": "uniform", "trace": "exact", "rtol": 1e-4, "atol": 1e-4,
         "bound_num_t": 16,
     }
     if not pixels and dataset.centers is not None:
@@ -144,7 +149,7 @@ def build(options: dict, dim: int, pre: dict) -> Model:
         if model.num_classes:
             label = jax.random.randint(k_label, (int(n),), 0, model.num_classes)
         y = samplers.sample(model, params, k_sample, n, method=o["sampler"], nfe=o["sample_nfe"], label=label,
-                            guidance=o["guidance"] if model.num_classes else None)
+                            guidance=o["guidance"] if model.num_classes else None, **_spacing(o))
         return to_data(y)
 
     if exact:
@@ -208,12 +213,12 @@ def trainer(model, dataset, options: dict, key, ctx: registry.Context) -> regist
 
 
 def _check(options: dict, dataset) -> str | None:
-    from genlearn.diffusion import PARAMETERIZATIONS, SAMPLERS, SDES, TIME_SAMPLINGS, WEIGHTINGS
+    from genlearn.diffusion import PARAMETERIZATIONS, SAMPLERS, SDES, SPACINGS, TIME_SAMPLINGS, WEIGHTINGS
 
     for key, allowed in (("sde", SDES), ("parameterization", PARAMETERIZATIONS), ("weighting", WEIGHTINGS),
                          ("time_sampling", TIME_SAMPLINGS), ("sampler", SAMPLERS), ("net", ("mlp", "unet")),
-                         ("trace", ("exact", "hutchinson"))):
-        if options[key] not in allowed:
+                         ("trace", ("exact", "hutchinson")), ("sample_spacing", SPACINGS)):
+        if options.get(key, "uniform") not in allowed:
             return f"diffusion: {key} must be one of {allowed}, got {options[key]!r}"
     if options["sample_nfe"] is not None and (not isinstance(options["sample_nfe"], int) or options["sample_nfe"] < 1):
         return f"diffusion: sample_nfe (NFE) must be an integer >= 1, got {options['sample_nfe']!r}"
@@ -272,7 +277,7 @@ def _report(model: Model, params, dataset, options: dict, history, key) -> dict:
 def _figures(out_dir: str, model: Model, params, dataset, options: dict, key) -> None:
     """trajectory.png: samples along the reverse process at t = 1, 0.3, 0.1, 0.05, 0.02 and 0, prior to data."""
     from genlearn import plotting
-    from genlearn.diffusion import samplers
+    from genlearn.diffusion import samplers, time_grid
 
     diff = build_diffusion(options, model.dim)
     _, to_data, _ = model_space(preprocess(dataset))
@@ -283,9 +288,10 @@ def _figures(out_dir: str, model: Model, params, dataset, options: dict, key) ->
     label = jnp.arange(n) % diff.num_classes if diff.num_classes else None
     guidance = options["guidance"] if diff.num_classes else None
     _, traj = jax.jit(lambda p, k: samplers.sample(diff, p, k, n, method=method, nfe=nfe, label=label,
-                                                   guidance=guidance, return_trajectory=True))(params, key)
+                                                   guidance=guidance, return_trajectory=True,
+                                                   **_spacing(options)))(params, key)
     steps = traj.shape[0] - 1
-    times = np.linspace(1.0, diff.sde.t_min, steps + 1)
+    times = time_grid(diff.sde, steps, options.get("sample_spacing", "uniform"))[::-1]
     # the structure appears late in the reverse process (t < 0.1 for the VP SDE): panels at roughly geometric times
     shown = np.array([1.0, 0.3, 0.1, 0.05, 0.02, 0.0])
     picks = np.unique(np.abs(times[None, :] - np.maximum(shown, diff.sde.t_min)[:, None]).argmin(1))
@@ -312,6 +318,9 @@ OPTIONS = (
     registry.Option("--sampler", "sampler", str, "diffusion: default sampler",
                     ("ancestral", "ddim", "euler_maruyama", "predictor_corrector", "ode")),
     registry.Option("--nfe", "sample_nfe", registry.positive_int, "diffusion: network evaluations per sample"),
+    registry.Option("--spacing", "sample_spacing", str, "diffusion: the sampler's time grid: uniform in t, or edm "
+                    "(Karras et al., dense at low noise: better at NFE <= 50; benchmarks/results/diffusion.md)",
+                    ("uniform", "edm")),
     registry.Option("--trace", "trace", str, "diffusion: probability-flow log-det trace", ("exact", "hutchinson")),
     registry.Option("--num-classes", "num_classes", registry.nonneg_int,
                     "diffusion: class-conditional with this many classes (digits: 10)"),

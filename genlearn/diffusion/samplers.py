@@ -27,7 +27,8 @@ score = -eps_hat / s_i, a step from t_i to t_{i-1} is
   signal-to-noise step size e = 2 alpha (snr ||z|| / ||score||)^2 (alpha = a_i^2,
   norms averaged over the batch), then one Euler-Maruyama predictor step.
 
-No noise is added on the last step. ``nfe`` (network evaluations) is N for
+``spacing`` picks the grid: evenly spaced in t (``"uniform"``) or Karras et al.'s
+``"edm"`` spacing, dense at low noise. No noise is added on the last step. ``nfe`` (network evaluations) is N for
 the first three and N (1 + corrector_steps) for predictor-corrector.
 :func:`probability_flow_sample` integrates the probability-flow ODE
 dx/dt = f(x, t) - g^2 score / 2 from t = 1 to t_min with diffrax, adaptive
@@ -43,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genlearn.diffusion.model import Diffusion, eps_fn as _eps_fn
-from genlearn.diffusion.sde import SDE, discretize
+from genlearn.diffusion.sde import SDE, discretize, time_grid
 
 __all__ = ["SamplerState", "SamplerInfo", "DiffusionSampler", "SAMPLERS", "ancestral", "ddim", "euler_maruyama",
            "predictor_corrector", "run_sampler", "probability_flow_sample", "sample", "steps_for_nfe"]
@@ -81,8 +82,8 @@ def _check_steps(num_steps, what="num_steps") -> int:
     return int(num_steps)
 
 
-def _tables(sde: SDE, num_steps: int, dtype):
-    disc = discretize(sde, num_steps)
+def _tables(sde: SDE, num_steps: int, dtype, spacing: str = "uniform"):
+    disc = discretize(sde, num_steps, spacing)
     return {k: jnp.asarray(getattr(disc, k), dtype) for k in ("t", "mean_coeff", "std", "a", "b")}
 
 
@@ -106,12 +107,12 @@ def _x0(tab, x, eps, i):
 
 
 def ancestral(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, variance: str = "posterior",
-              dtype=jnp.float32) -> DiffusionSampler:
+              spacing: str = "uniform", dtype=jnp.float32) -> DiffusionSampler:
     """Ancestral (DDPM) sampling on N steps (module docstring)."""
     num_steps = _check_steps(num_steps)
     if variance not in ("posterior", "beta"):
         raise ValueError(f"variance must be 'posterior' or 'beta', got {variance!r}")
-    tab = _tables(sde, num_steps, dtype)
+    tab = _tables(sde, num_steps, dtype, spacing)
 
     def step(key, state):
         x, i = state
@@ -125,13 +126,13 @@ def ancestral(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, variance:
     return DiffusionSampler(_init(sde, dim, num_steps, dtype), step, num_steps, num_steps)
 
 
-def ddim(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, eta: float = 0.0,
+def ddim(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, eta: float = 0.0, spacing: str = "uniform",
          dtype=jnp.float32) -> DiffusionSampler:
     """DDIM with stochasticity ``eta`` >= 0 on N steps (module docstring)."""
     num_steps = _check_steps(num_steps)
     if not float(eta) >= 0.0:
         raise ValueError(f"ddim: eta must be >= 0, got {eta!r}")
-    tab = _tables(sde, num_steps, dtype)
+    tab = _tables(sde, num_steps, dtype, spacing)
 
     def step(key, state):
         x, i = state
@@ -157,10 +158,11 @@ def _em_step(sde, tab, eps_fn, key, x, i):
     return mean + noise, _x0(tab, x, eps, i)
 
 
-def euler_maruyama(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, dtype=jnp.float32) -> DiffusionSampler:
+def euler_maruyama(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, spacing: str = "uniform",
+                   dtype=jnp.float32) -> DiffusionSampler:
     """Euler-Maruyama on the reverse-time SDE on N steps (module docstring)."""
     num_steps = _check_steps(num_steps)
-    tab = _tables(sde, num_steps, dtype)
+    tab = _tables(sde, num_steps, dtype, spacing)
 
     def step(key, state):
         x, i = state
@@ -171,7 +173,7 @@ def euler_maruyama(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, dtyp
 
 
 def predictor_corrector(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *, snr: float = 0.16,
-                        corrector_steps: int = 1, dtype=jnp.float32) -> DiffusionSampler:
+                        corrector_steps: int = 1, spacing: str = "uniform", dtype=jnp.float32) -> DiffusionSampler:
     """Langevin corrector + Euler-Maruyama predictor on N steps (module docstring)."""
     num_steps = _check_steps(num_steps)
     corrector_steps = int(corrector_steps)
@@ -179,7 +181,7 @@ def predictor_corrector(sde: SDE, eps_fn: Callable, dim: int, num_steps: int, *,
         raise ValueError(f"corrector_steps must be >= 0, got {corrector_steps}")
     if not float(snr) > 0:
         raise ValueError(f"snr must be > 0, got {snr!r}")
-    tab = _tables(sde, num_steps, dtype)
+    tab = _tables(sde, num_steps, dtype, spacing)
 
     def step(key, state):
         x, i = state
@@ -226,11 +228,12 @@ def run_sampler(sampler: DiffusionSampler, key: Array, n: int, *, return_traject
 def probability_flow_sample(sde: SDE, eps_fn: Callable, dim: int, key: Array, n: int, *, rtol: float = 1e-5,
                             atol: float = 1e-5, solver: str = "dopri5", nfe: int | None = None,
                             max_steps: int = 4096, return_trajectory: bool = False, num_saves: int = 11,
-                            label: Array | None = None, dtype=jnp.float32):
+                            label: Array | None = None, spacing: str = "uniform", dtype=jnp.float32):
     """Samples by integrating the probability-flow ODE from x_1 ~ prior to t_min (diffrax).
 
     ``nfe`` None: adaptive steps (``solver``, ``rtol``, ``atol``); an integer:
-    max(1, nfe // 2) fixed Heun steps (2 evaluations each). Returns ``(n, d)``
+    max(1, nfe // 2) Heun steps (2 evaluations each) between the times of
+    `genlearn.diffusion.sde.time_grid` with ``spacing``. Returns ``(n, d)``
     samples, or with ``return_trajectory`` ``(samples, xs, stats)`` with the
     states at ``num_saves`` evenly spaced times from 1 to t_min and diffrax's
     stats (``num_steps``: accepted + rejected steps). ``label``: ``(n,)``
@@ -249,7 +252,8 @@ def probability_flow_sample(sde: SDE, eps_fn: Callable, dim: int, key: Array, n:
 
     context = None if label is None else jnp.broadcast_to(jnp.asarray(label, jnp.int32), (int(n),))[:, None]
     kwargs = dict(trace=None, context=context, solver="heun" if nfe is not None else solver, rtol=rtol, atol=atol,
-                  max_steps=max_steps, num_steps=None if nfe is None else max(1, nfe // 2))
+                  max_steps=max_steps,
+                  step_ts=None if nfe is None else time_grid(sde, max(1, nfe // 2), spacing)[::-1].copy())
     if kwargs["solver"] == "heun":
         import diffrax
 

@@ -66,7 +66,7 @@ def solve_with_log_det(field: Callable, params, x: Array, t0, t1, *, trace: str 
                        probes: Array | None = None, context: Array | None = None,
                        solver: str | diffrax.AbstractSolver = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                        adjoint: str | diffrax.AbstractAdjoint = "recursive", max_steps: int = 4096,
-                       num_steps: int | None = None, save_ts: Array | None = None):
+                       num_steps: int | None = None, save_ts: Array | None = None, step_ts=None):
     """Solves dx/dt = field(params, x, t[, c]) for a batch from t0 to t1, with the log-determinant.
 
     The instantaneous change of variables (Chen et al. 2018): along the flow,
@@ -97,6 +97,8 @@ def solve_with_log_det(field: Callable, params, x: Array, t0, t1, *, trace: str 
       num_steps: fixed steps of size (t1 - t0) / num_steps instead of the
         adaptive controller (the NFE is then fixed: stages x num_steps).
       save_ts: times at which to also return the states (a trajectory).
+      step_ts: the times ``t0, ..., t1`` to step between (fixed steps of any
+        sizes; overrides ``num_steps`` and the adaptive controller).
 
     Returns:
       ``(x_t1, log_det)`` of shapes ``(n, d)`` and ``(n,)``; with ``save_ts``
@@ -140,7 +142,9 @@ def solve_with_log_det(field: Callable, params, x: Array, t0, t1, *, trace: str 
             return jax.vmap(hutch_div, (None, 0, None, 0) + (c_axis,) * len(extra))(args, y[0], t, probes, *extra)
 
         y0 = (x, jnp.zeros(x.shape[:1], x.dtype))
-    if num_steps is None:
+    if step_ts is not None:  # steps between given times (t0, ..., t1)
+        controller, dt0 = diffrax.StepTo(ts=jnp.asarray(step_ts, x.dtype)), None
+    elif num_steps is None:
         controller, dt0 = diffrax.PIDController(rtol=rtol, atol=atol), None
     else:
         controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / int(num_steps)
