@@ -277,7 +277,10 @@ def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh
         sharded = jax.sharding.NamedSharding(mesh, batch_spec(mesh))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-    def chunk(state, consecutive, data, perm, perm_epoch, start, num_active, shuffle_key, step_key):
+    def step_fn(data, shuffle_key, step_key):
+        """One training step ``run(carry, step, batch)``: the minibatch (drawn from ``data`` unless ``host``
+        hands it in), the trainer's step, the non-finite counter."""
+
         def run(carry, step, batch):
             state, perm, perm_epoch, consecutive = carry
             if not host:
@@ -298,45 +301,49 @@ def _make_chunk(trainer, info_shape, num_rows, rows, length, max_nonfinite, mesh
             info = info._replace(loss=jnp.where(info.nonfinite, jnp.nan, info.loss))
             return (state, perm, perm_epoch, consecutive), info
 
+        return run
+
+    def skipped():
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
+
+    if loop == "host":
+        @jax.jit
+        def one(carry, step, batch, data, shuffle_key, step_key):  # the step alone: no lax.cond around it
+            return step_fn(data, shuffle_key, step_key)(carry, step, batch)
+
+        def host_chunk(state, consecutive, data, perm, perm_epoch, start, num_active, shuffle_key, step_key):
+            carry, outs = (state, perm, perm_epoch, consecutive), []
+            for i in range(length):
+                if i >= int(num_active) or (max_nonfinite is not None and int(carry[3]) >= max_nonfinite):
+                    outs.append((skipped(), jnp.asarray(False)))
+                    continue
+                carry, info = one(carry, start + np.int32(i), data[i] if host else None, None if host else data,
+                                  shuffle_key, step_key)
+                outs.append((info, jnp.asarray(True)))
+            infos, active = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+            state, perm, perm_epoch, consecutive = carry
+            return state, consecutive, infos, active, perm, perm_epoch
+
+        return host_chunk
+
+    def chunk(state, consecutive, data, perm, perm_epoch, start, num_active, shuffle_key, step_key):
+        run = step_fn(data, shuffle_key, step_key)
+
         def body(carry, xs):
             i, batch = xs
             active = i < num_active
             if max_nonfinite is not None:
                 active &= carry[3] < max_nonfinite
-            skip = lambda carry, step, batch: (carry, jax.tree_util.tree_map(  # noqa: E731
-                lambda s: jnp.zeros(s.shape, s.dtype), info_shape))
-            carry, info = jax.lax.cond(active, run, skip, carry, start + i, batch)
+            carry, info = jax.lax.cond(active, run, lambda carry, step, batch: (carry, skipped()), carry,
+                                       start + i, batch)
             return carry, (info, active)
 
-        if loop == "host":
-            return run
         xs = (jnp.arange(length, dtype=jnp.int32), data if host else None)
         (state, perm, perm_epoch, consecutive), (infos, active) = jax.lax.scan(
             body, (state, perm, perm_epoch, consecutive), xs)
         return state, consecutive, infos, active, perm, perm_epoch
 
-    if loop == "scan":
-        return jax.jit(chunk)
-
-    @jax.jit
-    def one(carry, step, batch, data, shuffle_key, step_key):  # `run` alone: no lax.cond around the step
-        return chunk(None, None, data, None, None, None, None, shuffle_key, step_key)(carry, step, batch)
-
-    def host_chunk(state, consecutive, data, perm, perm_epoch, start, num_active, shuffle_key, step_key):
-        carry, outs = (state, perm, perm_epoch, consecutive), []
-        skipped = (jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape), jnp.asarray(False))
-        for i in range(length):
-            if i >= int(num_active) or (max_nonfinite is not None and int(carry[3]) >= max_nonfinite):
-                outs.append(skipped)
-                continue
-            carry, info = one(carry, start + np.int32(i), data[i] if host else None, None if host else data,
-                              shuffle_key, step_key)
-            outs.append((info, jnp.asarray(True)))
-        infos, active = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
-        state, perm, perm_epoch, consecutive = carry
-        return state, consecutive, infos, active, perm, perm_epoch
-
-    return host_chunk
+    return jax.jit(chunk)
 
 
 def _host_batches(data, index, shuffle_key, num_rows, rows, length, mesh):
