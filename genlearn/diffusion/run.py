@@ -67,8 +67,8 @@ def defaults(dataset, chosen: dict | None = None) -> dict:
         "num_classes": 0, "label_dropout": 0.0, "guidance": None,
         "steps": 6000, "batch_size": 512, "learning_rate": 2e-3, "grad_clip": 1.0, "ema_decay": 0.999,
         "val_fraction": 0.0, "eval_every": 500, "patience": None,
-        "sampler": "ancestral", "sample_nfe": 200, "sample_spacing": "uniform", "trace": "exact", "rtol": 1e-4, "atol": 1e-4,
-        "bound_num_t": 16,
+        "sampler": "ancestral", "sample_nfe": 200, "sample_spacing": "uniform", "trace": "exact", "rtol": 1e-4,
+        "atol": 1e-4, "bound_num_t": 16,
     }
     if not pixels and dataset.centers is not None:
         # sharp mixtures (ring8, grid25: modes 0.02 wide): the score near t = 0 is a high-frequency function of

@@ -28,8 +28,9 @@ score = -eps_hat / s_i, a step from t_i to t_{i-1} is
   norms averaged over the batch), then one Euler-Maruyama predictor step.
 
 ``spacing`` picks the grid: evenly spaced in t (``"uniform"``) or Karras et al.'s
-``"edm"`` spacing, dense at low noise. No noise is added on the last step. ``nfe`` (network evaluations) is N for
-the first three and N (1 + corrector_steps) for predictor-corrector.
+``"edm"`` spacing, dense at low noise. No noise is added on the last step.
+``nfe`` (network evaluations) is N for the first three and N (1 + corrector_steps)
+for predictor-corrector.
 :func:`probability_flow_sample` integrates the probability-flow ODE
 dx/dt = f(x, t) - g^2 score / 2 from t = 1 to t_min with diffrax, adaptive
 (``rtol``, ``atol``) or with a fixed number of Heun steps.

@@ -24,7 +24,8 @@ pure functions of ``t`` (scalars or arrays, broadcast elementwise):
   s(t) = sigma_min (sigma_max / sigma_min)^t, g^2 = d s^2 / dt.
 
 Discretisation (:func:`discretize`): on N steps t_i (:func:`time_grid`: evenly
-spaced, t_i = t_min + i (1 - t_min) / N, or Karras et al.'s "edm" spacing) the forward chain x_i = a_i x_{i-1} + b_i z has a_i = m(t_i)/m(t_{i-1}),
+spaced, t_i = t_min + i (1 - t_min) / N, or Karras et al.'s "edm" spacing) the
+forward chain x_i = a_i x_{i-1} + b_i z has a_i = m(t_i)/m(t_{i-1}),
 b_i^2 = s_i^2 - a_i^2 s_{i-1}^2 (exact for a linear SDE), and for the VP
 family the DDPM betas are beta_i = 1 - a_i^2, alpha_bar_i = m(t_i)^2.
 """
