@@ -16,7 +16,7 @@ So ``genlearn.losses.nll(model)`` and every metric apply to them as to flows.
 """
 
 from genlearn.classical.gmm import COVARIANCE_TYPES, GMM, EMInfo, gmm, kmeans_plusplus
-from genlearn.classical.histogram import MAX_CELLS, Histogram, histogram
+from genlearn.classical.histogram import CV_BINS, MAX_CELLS, Histogram, histogram
 from genlearn.classical.kde import (
     KDE,
     KERNELS,
@@ -28,6 +28,7 @@ from genlearn.classical.kde import (
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "CV_BINS",
     "EMInfo",
     "GMM",
     "Histogram",

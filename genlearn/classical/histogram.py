@@ -43,9 +43,11 @@ from genlearn.classical._validation import (
     check_query,
 )
 
-__all__ = ["Histogram", "histogram", "MAX_CELLS"]
+__all__ = ["Histogram", "histogram", "MAX_CELLS", "CV_BINS"]
 
 MAX_CELLS = 2**24
+CV_BINS = (4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
+"""The bins per axis that ``bins="cv"`` chooses from (those with at most ``MAX_CELLS`` cells)."""
 
 
 def _describe_bins(nb: np.ndarray) -> str:
@@ -105,8 +107,11 @@ def histogram(
     r"""Histogram estimator :math:`\hat p(x) = (c_{b(x)} + \alpha) / ((n + \alpha N) \prod_j w_j)`.
 
     Args:
-      bins: bins per axis, an int >= 1 or one int per axis. Ignored when
-        ``bin_width`` is given.
+      bins: bins per axis, an int >= 1 or one int per axis, or ``"cv"``: the
+        count of :data:`CV_BINS` (the same on every axis) with the highest
+        leave-one-out log-likelihood of the training data, p_{-i}(x_i) =
+        (c_{b(x_i)} - 1 + alpha) / ((n - 1 + alpha N) prod_j w_j) (closed form,
+        one pass per candidate). Ignored when ``bin_width`` is given.
       bin_width: cell width h > 0 (a number or one per axis); the number of
         bins per axis is then ``ceil((high - low) / h)`` (at least 1) and the
         box is extended on the right so that the width is exactly h.
@@ -129,7 +134,10 @@ def histogram(
         the wrong dimension.
     """
     if bin_width is None:
-        if np.ndim(bins) == 0:
+        if isinstance(bins, str):
+            if bins != "cv":
+                raise ValueError(f"histogram: bins must be an int >= 1, one per axis, or 'cv', got {bins!r}")
+        elif np.ndim(bins) == 0:
             check_int(bins, "histogram: bins", 1)
         else:
             for b in bins:
@@ -151,7 +159,9 @@ def histogram(
             lo, hi = np.where(same, lo - 0.5, lo), np.where(same, hi + 0.5, hi)
         else:
             lo, hi = _check_range(range, d).T
-        if bin_width is None:
+        if bin_width is None and isinstance(bins, str):
+            nb = np.full((d,), _cv_bins(xn, lo, hi, alpha), np.int64)
+        elif bin_width is None:
             nb = np.broadcast_to(np.asarray(bins, dtype=np.int64), (d,)).copy()
             if np.ndim(bins) and len(bins) != d:
                 raise ValueError(f"histogram: got {len(bins)} bin counts for {d}-dimensional data")
@@ -204,6 +214,28 @@ def histogram(
         return params["low"] + (idx + u) * params["width"]
 
     return Histogram("histogram", fit, log_prob, sample, cell_masses)
+
+
+def _cv_bins(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, alpha: float) -> int:
+    """The bins per axis of :data:`CV_BINS` with the highest mean leave-one-out log-likelihood of ``x``."""
+    n, d = x.shape
+    fits = [b for b in CV_BINS if float(b) ** d <= MAX_CELLS]
+    if not fits:
+        raise ValueError(f"histogram: even {CV_BINS[0]}^{d} cells exceed MAX_CELLS = {MAX_CELLS} (the curse "
+                         f"of dimensionality: a histogram needs bins**d cells)")
+    best, best_score = fits[0], -np.inf
+    for b in fits:
+        nb = np.full((d,), b, np.int64)
+        width = (hi - lo) / nb
+        flat, inside = _cell_index(np, lo, hi, width, nb, x)
+        counts = np.bincount(flat[inside], minlength=b**d).astype(np.float64)
+        with np.errstate(divide="ignore"):  # a point alone in its cell scores log(alpha), -inf for alpha = 0
+            loo = (np.log(counts[flat[inside]] - 1.0 + alpha) - np.log(n - 1.0 + alpha * b**d)
+                   - np.sum(np.log(width)))
+        score = float(np.mean(loo)) if loo.size else -np.inf
+        if score > best_score:
+            best, best_score = b, score
+    return best
 
 
 def _strides(xp, nb):

@@ -14,7 +14,7 @@ import numpy as np
 
 from genlearn import registry
 from genlearn.classical.gmm import gmm
-from genlearn.classical.histogram import MAX_CELLS, histogram
+from genlearn.classical.histogram import CV_BINS, MAX_CELLS, histogram
 from genlearn.classical.kde import kde
 from genlearn.core.model import from_estimator
 from genlearn.data import Dataset
@@ -27,15 +27,16 @@ CLASSICAL_MODELS = ("histogram", "kde", "gmm")
 def default_options(name: str, dataset: Dataset) -> dict[str, Any]:
     """Defaults per estimator and data kind (chosen on held-out data).
 
-    Histogram: 40 bins per axis over the training box padded by 10 %, a
-    pseudocount of 0.01 per cell (exactly normalised). KDE: Gaussian kernel,
+    Histogram: bins per axis by leave-one-out likelihood (``"cv"``, from
+    `genlearn.classical.histogram.CV_BINS`) over the training box padded by
+    10 %, a pseudocount of 0.01 per cell (exactly normalised). KDE: Gaussian kernel,
     bandwidth by 5-fold cross-validated likelihood. GMM: 16 full components on
     the toys; on digits 10 full components with ``reg_covar = 0.1`` (the best
     of a sweep, benchmarks/results/foundation.md).
     """
     pixels = dataset.discrete_levels is not None
     if name == "histogram":
-        return {"bins": 40, "pseudocount": 0.01, "padding": 0.1}
+        return {"bins": "cv", "pseudocount": 0.01, "padding": 0.1}
     if name == "kde":
         return {"kernel": "gaussian", "bandwidth": "cv", "covariance": "isotropic"}
     if name == "gmm":
@@ -47,7 +48,8 @@ def default_options(name: str, dataset: Dataset) -> dict[str, Any]:
 def build_estimator(name: str, options: dict, range=None):
     """The estimator of a run; the histogram's box is ``range`` (default: the data's)."""
     if name == "histogram":
-        return histogram(int(options["bins"]), range=range, pseudocount=float(options["pseudocount"]))
+        bins = options["bins"] if options["bins"] == "cv" else int(options["bins"])
+        return histogram(bins, range=range, pseudocount=float(options["pseudocount"]))
     if name == "kde":
         return kde(options["kernel"], options["bandwidth"], covariance=options["covariance"])
     if name == "gmm":
@@ -77,10 +79,14 @@ def build(name: str, options: dict, dim: int, pre: dict):
 def _applies(name: str, dataset: Dataset) -> str | None:
     if name != "histogram":
         return None
-    bins, dim = int(default_options("histogram", dataset)["bins"]), int(dataset.train.shape[1])
+    bins, dim = CV_BINS[0], int(dataset.train.shape[1])  # the fewest bins "cv" (the default) can choose
     if float(bins) ** dim > MAX_CELLS:
         return f"{bins}^{dim} histogram cells exceed MAX_CELLS = {MAX_CELLS} (the curse of dimensionality)"
     return None
+
+
+def _bins_arg(text: str):
+    return text if text == "cv" else registry.positive_int(text)
 
 
 def _bandwidth_arg(text: str):
@@ -89,7 +95,8 @@ def _bandwidth_arg(text: str):
 
 _OPTIONS = {
     "histogram": (
-        registry.Option("--bins", "bins", registry.positive_int, "histogram: bins per axis (default 40)"),
+        registry.Option("--bins", "bins", _bins_arg,
+                        "histogram: bins per axis, or cv (default: by leave-one-out likelihood)"),
         registry.Option("--pseudocount", "pseudocount", registry.nonneg_float,
                         "histogram: count added to every cell (default 0.01)"),
         registry.Option("--padding", "padding", registry.nonneg_float,
