@@ -101,6 +101,8 @@ def _cell_text(r: dict | None, data: str) -> str:
                          else f"{r['test_nll_standardized']:.3f} ({r['gap']:.3f})")
         if r.get("modes_covered") is not None:
             parts.append(f"{r['modes_covered']}/{r['num_modes']}, {100 * r['high_quality_fraction']:.0f} %")
+        if not parts:
+            parts.append("no density")
     parts.append(f"{r['seconds']:.0f} s")
     return "<br>".join(parts)
 
