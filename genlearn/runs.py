@@ -138,14 +138,24 @@ def evaluate_nll(model: Model, params, x: np.ndarray, *, levels: int | None, key
             "bits_per_dim": float(nats_to_bits_per_dim(value, model.dim)), "zero_density": 0}
 
 
-def sample_metrics(samples: np.ndarray, dataset: Dataset) -> dict:
+def sample_metrics(samples: np.ndarray, dataset: Dataset, *, dequantized: bool = False) -> dict:
     """Sample metrics a family's ``report`` adds at fit time, with the keys of README's table.
 
     Mixtures with known modes (ring8, grid25): ``modes_covered``, ``num_modes``,
     ``high_quality_fraction``, ``mode_kl`` (`genlearn.metrics.mode_coverage`).
     Digits: ``fid_features`` and ``is_samples`` in the digits classifier's
     features of the samples clipped to the pixel range.
+
+    ``dequantized=True`` says the samples are of a density on the dequantised
+    pixels ``y = x + u`` (diffusion, flows, the classical estimators): they
+    become images by `genlearn.data.quantize` (floor) first, the discrete
+    model's own sample. Generators of the pixel values themselves (GANs) and
+    discrete likelihoods (the VAE's) pass False.
     """
+    if dequantized and dataset.discrete_levels is not None:
+        from genlearn.data import quantize
+
+        samples = quantize(np.asarray(samples, np.float64), dataset.discrete_levels)
     out: dict[str, Any] = {}
     if dataset.centers is not None:
         from genlearn.metrics import mode_coverage
@@ -365,10 +375,12 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
                  run: LoadedRun | None = None, dataset: Dataset | None = None) -> dict:
     """Every metric that applies to a saved run, against its dataset's test split.
 
-    Draws ``num_samples`` samples (default: the test size, at most 5000) and
-    runs :func:`genlearn.metrics.evaluate` (mode metrics for data with known
-    modes, digits-classifier features for digits); adds the test NLL (and
-    bits/dim for pixels) when the model has a density. Returns a JSON-ready dict.
+    Draws ``num_samples`` samples (default: the test size, at most 5000; for
+    a density model of pixels, the images ``floor(y)`` of its dequantised
+    samples, `genlearn.data.quantize`) and runs
+    :func:`genlearn.metrics.evaluate` (mode metrics for data with known modes,
+    digits-classifier features for digits); adds the test NLL (and bits/dim
+    for pixels) when the model has a density. Returns a JSON-ready dict.
 
     The run's dataset is reloaded (a user's file: from its recorded source, a
     RunError when the file is gone or changed) unless ``dataset`` is given.
@@ -397,6 +409,11 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
         if levels is not None and te["nll"] is not None:
             rows["test_bits_per_dim"] = te["bits_per_dim"]
             rows["test_nll_stderr"] = te["nll_stderr"]
+    if levels is not None and run.model.log_prob is not None:
+        # a density model of pixels is a density of the dequantised y = x + u: its images are floor(y)
+        from genlearn.data import quantize
+
+        samples = quantize(np.asarray(samples, np.float64), levels)
     kwargs = {"centers": dataset.centers, "std": dataset.std} if dataset.centers is not None else {}
     digits = cfg["data"] == "digits" and not source
     rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if digits else None, **kwargs))

@@ -389,6 +389,29 @@ def test_dequantize_never_rounds_up_to_the_next_bin():
     assert set(np.unique(y)) <= {2.0**22, 2.0**22 + 0.5}
 
 
+@HYP
+@given(
+    x=hnp.arrays(np.int32, st.sampled_from([(7,), (5, 64)]), elements=st.integers(0, gd.DIGITS_LEVELS - 1)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_quantize_inverts_dequantize_exactly(x, seed):
+    y = _dequantize(jax.random.PRNGKey(seed), x)
+    back = gd.quantize(y, gd.DIGITS_LEVELS)  # jax in, jax out
+    assert isinstance(back, jax.Array) and back.dtype == y.dtype
+    np.testing.assert_array_equal(np.asarray(back), x)
+    back_np = gd.quantize(np.asarray(y, np.float64), gd.DIGITS_LEVELS)  # numpy in, numpy out
+    assert isinstance(back_np, np.ndarray) and back_np.dtype == np.float64
+    np.testing.assert_array_equal(back_np, x)
+
+
+def test_quantize_clips_to_the_levels_and_rejects_bad_levels():
+    y = np.array([-3.2, -0.01, 0.0, 0.99, 16.5, 16.999, 17.0, 40.0])
+    np.testing.assert_array_equal(gd.quantize(y, 17), [0, 0, 0, 0, 16, 16, 16, 16])
+    for bad in (1, 0, -4):
+        with pytest.raises(ValueError, match="levels must be an integer >= 2"):
+            gd.quantize(y, bad)
+
+
 def test_dequantize_is_uniform_and_key_dependent():
     x = jnp.zeros((N,), jnp.int32)
     u = np.asarray(gd.uniform_dequantize(KEY, x))

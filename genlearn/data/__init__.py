@@ -15,6 +15,7 @@ from genlearn.data.digits import (
     digits_split_indices,
     load_digits_split,
     nats_to_bits_per_dim,
+    quantize,
     uniform_dequantize,
 )
 from genlearn.data.files import FILE_SUFFIXES, from_array, load_file, load_source, read_array
@@ -66,6 +67,7 @@ __all__ = [
     "DIGITS_DIM",
     "digits_split_indices",
     "load_digits_split",
+    "quantize",
     "uniform_dequantize",
     "nats_to_bits_per_dim",
     # registry

@@ -46,6 +46,7 @@ __all__ = [
     "digits_split_indices",
     "load_digits_split",
     "uniform_dequantize",
+    "quantize",
     "nats_to_bits_per_dim",
 ]
 
@@ -135,6 +136,33 @@ def uniform_dequantize(key: jax.Array, x: jax.Array) -> jax.Array:
     u = jax.random.uniform(key, x.shape, dtype=x.dtype)
     upper = x + jnp.ones((), x.dtype)
     return jnp.clip(x + u, x, jnp.nextafter(upper, x))
+
+
+def quantize(y: Any, levels: int) -> Any:
+    """The discrete image of a dequantised sample: ``x = clip(floor(y), 0, levels - 1)``.
+
+    The inverse of :func:`uniform_dequantize` (``quantize(uniform_dequantize(k,
+    x), L) == x`` exactly). A density ``p`` fitted to dequantised data defines
+    the discrete model ``P(x) = integral over [0, 1)^d of p(x + u) du``; if
+    ``y ~ p`` then ``floor(y) ~ P``, so this is how a sample of such a model
+    becomes an image. Comparing ``y`` itself with integer images adds half a
+    level to every pixel on average (for the digits, that alone moves the
+    training images' ``digits_fid`` from 1.59 to 2.73).
+
+    Args:
+      y: array of any shape on the dequantised scale ``[0, levels)``; values
+        outside are clipped to the end levels.
+      levels: the number of discrete levels ``L`` (17 for the digits), >= 2.
+
+    Returns:
+      ``floor(y)`` clipped to ``[0, levels - 1]``, with the dtype of ``y``
+      (numpy in, numpy out; jax in, jax out).
+    """
+    if int(levels) < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    if isinstance(y, np.ndarray):
+        return np.clip(np.floor(y), 0, int(levels) - 1)
+    return jnp.clip(jnp.floor(y), 0, int(levels) - 1)
 
 
 def nats_to_bits_per_dim(nll_nats: Any, dim: int) -> Any:

@@ -21,7 +21,8 @@ metrics.json adds the variational bound (``test_nll_bound``, and
 ``test_bits_per_dim_bound`` for pixels, ``test_nll_bound_standardized`` for
 toys: the continuous-time ELBO of `genlearn.diffusion.variational_bound`),
 mode coverage for ring8 / grid25, ``fid_features`` / ``is_samples`` for
-digits. ``figures`` writes ``trajectory.png``, the denoising trajectory.
+digits (of the images ``floor(y)`` of the dequantised samples y,
+`genlearn.data.quantize`). ``figures`` writes ``trajectory.png``, the denoising trajectory.
 """
 
 from __future__ import annotations
@@ -270,7 +271,7 @@ def _report(model: Model, params, dataset, options: dict, history, key) -> dict:
         return out
     from genlearn.runs import sample_metrics
 
-    out.update(sample_metrics(samples, dataset))
+    out.update(sample_metrics(samples, dataset, dequantized=True))  # pixels: the images are floor(y)
     return out
 
 
