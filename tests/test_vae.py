@@ -238,3 +238,26 @@ def test_analytic_kl_agrees_with_its_monte_carlo_estimate():
     b0 = V.vae(4, 3, encoder=V.MLPEncoder((8,)), decoder=V.MLPDecoder((8,)), analytic_kl=True, beta=0.0)
     lpx, _, _ = jax.jit(model.log_weights, static_argnums=3)(params, x, jax.random.fold_in(jax.random.PRNGKey(3), 0), 1)
     np.testing.assert_allclose(jax.jit(b0.loss)(params, x, jax.random.PRNGKey(3)), -jnp.mean(lpx), rtol=1e-6)
+
+
+def test_iwae_loss_is_the_negative_iwae_bound_and_tightens_with_k(lg):
+    """iwae_loss(k) = -mean IWAE_k, jit == no-jit; k = 1 has the ELBO's expectation; with a poor posterior its
+    mean over keys falls with k towards -mean log p(x) (Burda et al. 2016); bad k raises."""
+    x = jnp.asarray(lg.x, jnp.float32)
+    params, key = lg.params(0.6, 0.4), jax.random.PRNGKey(5)
+    model = V.vae(D, L, encoder=V.MLPEncoder(()), decoder=V.MLPDecoder(()), likelihood=V.gaussian(S))
+    loss8 = V.iwae_loss(model, 8)
+    np.testing.assert_allclose(jax.jit(loss8)(params, x, key), -jnp.mean(model.iwae(params, x, key, 8)), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(loss8)(params, x, key), loss8(params, x, key), rtol=1e-5)
+    keys = jax.random.split(jax.random.PRNGKey(6), 400)
+    per_key = {k: np.asarray(jax.jit(jax.vmap(V.iwae_loss(model, k), (None, None, 0)))(params, x, keys), np.float64)
+               for k in (1, 8, 64)}
+    elbo = np.asarray(jax.jit(jax.vmap(model.loss, (None, None, 0)))(params, x, keys), np.float64)
+    se = np.std(per_key[1] - elbo) / np.sqrt(len(keys))
+    assert abs(np.mean(per_key[1]) - np.mean(elbo)) < 4 * se + 1e-3  # IWAE_1 is an unbiased ELBO estimate
+    means = [float(np.mean(per_key[k])) for k in (1, 8, 64)]
+    assert means[0] > means[1] > means[2] > -float(np.mean(lg.log_px)) - 1e-3, means
+    grads = jax.jit(jax.grad(loss8))(params, x, key)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))
+    with pytest.raises(ValueError, match=r"k \(IWAE training samples\) must be an integer >= 1"):
+        V.iwae_loss(model, 0)
