@@ -57,7 +57,7 @@ def defaults(dataset, chosen: dict | None = None) -> dict:
     ancestral sampling with 200 steps. Sharp mixtures (data with known mode
     centres): width 128 with a positional encoding of the input, sigma^2
     weighting, 4000 steps, Euler-Maruyama sampling. Pixels: the U-Net, sigma^2
-    weighting (sample quality), a validation split, Hutchinson trace.
+    weighting (sample quality), every training image (no validation split), Hutchinson trace.
     """
     pixels = dataset.discrete_levels is not None
     opts: dict[str, Any] = {
@@ -80,8 +80,10 @@ def defaults(dataset, chosen: dict | None = None) -> dict:
     elif not pixels:  # likelihood (moons: 1.147 standardised vs the true 1.131 on 1000 test points)
         opts.update(hidden=[256, 256, 256], steps=8000)
     if pixels:
+        # every training image (a 10 % validation split for early stopping cost FID: 2.117 -> 1.965 on
+        # 10000 samples without it; the validation loss still fell at step 4000, so it stopped nothing)
         opts.update(weighting="sigma2", time_sampling="uniform", steps=4000, batch_size=128, learning_rate=1e-3,
-                    val_fraction=0.1, eval_every=200, patience=None, trace="hutchinson", rtol=1e-3, atol=1e-3,
+                    val_fraction=0.0, eval_every=200, patience=None, trace="hutchinson", rtol=1e-3, atol=1e-3,
                     bound_num_t=16)
     opts["batch_size"] = min(opts["batch_size"], int(dataset.train.shape[0] * (1 - opts["val_fraction"])))
     return opts
