@@ -492,6 +492,12 @@ def _data_utils(c):
             "std": (mean, std, z, ld, data.unstandardize(z, mean, std))}
 
 
+@recipe("data.quantize")
+def _quantize(c):
+    # floor(y) of dequantised pixels keeps y's dtype; values outside [0, L) clip to the end levels
+    return data.quantize(c(np.abs(A) * 5 - 1.0), 17)
+
+
 @recipe("data.check_data", "data.from_array", float64=False)
 def _data_checks(c):
     # float32 by design: check_data's documented contract, and every Dataset holds float32 rows
