@@ -206,6 +206,10 @@ def _write_figures(out: str, name: str, model: Model, params, dataset: Dataset, 
             plotting.plot_density_panels([(f"{name} density", lambda g: lp(params, jnp.asarray(g)))], dataset.test,
                                          os.path.join(out, "density.png"))
     elif levels is not None and math.isqrt(model.dim) ** 2 == model.dim:  # square images
+        if model.log_prob is not None:  # a density of the dequantised y = x + u: its images are floor(y)
+            from genlearn.data import quantize
+
+            samples = quantize(samples, levels)
         plotting.plot_digit_grid(samples, os.path.join(out, "samples.png"), levels=levels, title=f"{name} samples")
     if history is not None:
         plotting.plot_loss(history, os.path.join(out, "loss.png"), ylabel=loss_label)
