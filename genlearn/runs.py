@@ -35,7 +35,8 @@ import numpy as np
 
 from genlearn import registry
 from genlearn.core.model import Model
-from genlearn.data import Dataset, check_data, load_dataset, load_source, nats_to_bits_per_dim, uniform_dequantize
+from genlearn.data import (Dataset, check_data, load_dataset, load_source, nats_to_bits_per_dim, quantize,
+                           uniform_dequantize)
 from genlearn.data.scaling import standardize_stats
 
 __all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run", "sample_metrics"]
@@ -153,8 +154,6 @@ def sample_metrics(samples: np.ndarray, dataset: Dataset, *, dequantized: bool =
     discrete likelihoods (the VAE's) pass False.
     """
     if dequantized and dataset.discrete_levels is not None:
-        from genlearn.data import quantize
-
         samples = quantize(np.asarray(samples, np.float64), dataset.discrete_levels)
     out: dict[str, Any] = {}
     if dataset.centers is not None:
@@ -193,6 +192,12 @@ def _nll_metrics(model: Model, params, dataset: Dataset, key: jax.Array) -> dict
     return out
 
 
+def _images(model: Model, samples, levels: int):
+    """Pixel samples as images: a density model of pixels is a density of the dequantised y = x + u, whose
+    images are floor(y) (`genlearn.data.quantize`); other models' samples are returned as they are."""
+    return quantize(np.asarray(samples, np.float64), levels) if model.log_prob is not None else samples
+
+
 def _write_figures(out: str, name: str, model: Model, params, dataset: Dataset, history, seed: int,
                    loss_label: str) -> None:
     from genlearn import plotting
@@ -206,11 +211,8 @@ def _write_figures(out: str, name: str, model: Model, params, dataset: Dataset, 
             plotting.plot_density_panels([(f"{name} density", lambda g: lp(params, jnp.asarray(g)))], dataset.test,
                                          os.path.join(out, "density.png"))
     elif levels is not None and math.isqrt(model.dim) ** 2 == model.dim:  # square images
-        if model.log_prob is not None:  # a density of the dequantised y = x + u: its images are floor(y)
-            from genlearn.data import quantize
-
-            samples = quantize(samples, levels)
-        plotting.plot_digit_grid(samples, os.path.join(out, "samples.png"), levels=levels, title=f"{name} samples")
+        plotting.plot_digit_grid(_images(model, samples, levels), os.path.join(out, "samples.png"), levels=levels,
+                                 title=f"{name} samples")
     if history is not None:
         plotting.plot_loss(history, os.path.join(out, "loss.png"), ylabel=loss_label)
 
@@ -413,11 +415,8 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
         if levels is not None and te["nll"] is not None:
             rows["test_bits_per_dim"] = te["bits_per_dim"]
             rows["test_nll_stderr"] = te["nll_stderr"]
-    if levels is not None and run.model.log_prob is not None:
-        # a density model of pixels is a density of the dequantised y = x + u: its images are floor(y)
-        from genlearn.data import quantize
-
-        samples = quantize(np.asarray(samples, np.float64), levels)
+    if levels is not None:
+        samples = _images(run.model, samples, levels)
     kwargs = {"centers": dataset.centers, "std": dataset.std} if dataset.centers is not None else {}
     digits = cfg["data"] == "digits" and not source
     rows.update(evaluate(samples, test, key=k_eval, feature_net="digits" if digits else None, **kwargs))
