@@ -33,14 +33,21 @@ from genlearn.energy.training import persistent_contrastive_divergence
 __all__ = ["DEFAULTS", "default_options", "mcmc_sampler", "build", "trainer"]
 
 DEFAULTS: dict[str, Any] = {
-    "steps": 4000, "hidden": [128, 128, 128], "activation": "silu", "confinement": 4.0, "learning_rate": 1e-3,
+    "steps": 4000, "hidden": [128, 128, 128], "activation": "silu", "confinement": 4.0, "learning_rate": 1e-2,
     "batch_size": 256, "k": 10, "sampler": "mala_jump", "proposal_wide_weight": 0.1, "buffer_size": 10_000,
     "reinit_prob": 0.05, "alpha": 0.0, "ais_chains": 1000, "ais_temperatures": 500, "sample_steps": 200,
     "num_proposal_centers": 1024,
     "step_size": None,  # 0.5 * proposal_bandwidth^2 (standardised units)
     "proposal_bandwidth": None,  # mixture std / data std for mixtures, else 0.1
 }
-"""Options of the EBM family (the CLI exposes --steps, --hidden, --lr, --mcmc-steps, ...)."""
+"""Options of the EBM family (the CLI exposes --steps, --hidden, --lr, --mcmc-steps, ...).
+
+Adam's learning rate is 1e-2 (b1 = 0.5, cosine decay): against 1e-3 it lowers the held-out NLL on every
+toy tried at the 4000-step default (standardised nats, log Z by AIS): ring8 -2.976 -> -3.603 (truth
+-3.598; the 2-D quadrature puts it 0.03 nats above the truth), grid25 -2.161 -> -3.238, moons
+1.164 -> 1.158, pinwheel 1.571 -> 1.552, checkerboard 2.039 -> 1.844. At 1e-3 the energy stays nearly
+flat for the first ~1000 updates (800 leave ring8 at -0.62); with 1e-2, 2000 updates bring ring8 within
+0.04-0.06 nats of the truth by quadrature on 3 seeds."""
 
 
 def default_options(dataset: Dataset, std: np.ndarray | None = None) -> dict:
