@@ -150,7 +150,8 @@ class Family(NamedTuple):
         and passed to ``build``), e.g. standardisation statistics.
       report: ``report(model, params, dataset, options, history, key) -> dict``
         of family-specific metrics added to metrics.json.
-      loss_label: the y-axis label of loss.png.
+      loss_label: the y-axis label of loss.png, or ``loss_label(options) -> str`` when the loss
+        depends on the options (the CNF's objective, the VAE's bound).
       figures: ``figures(out_dir, model, params, dataset, options, key) -> None``
         writes the family's own PNGs into the run directory beside the common
         ones (e.g. a diffusion model's denoising trajectory); None: none.
@@ -165,7 +166,7 @@ class Family(NamedTuple):
     check: Callable[[dict, Any], str | None] | None = None
     preprocess: Callable[[Any], dict] | None = None
     report: Callable[..., dict] | None = None
-    loss_label: str = "training loss"
+    loss_label: str | Callable[[dict], str] = "training loss"
     figures: Callable[..., None] | None = None
 
 

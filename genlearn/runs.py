@@ -305,7 +305,8 @@ def fit(family: str, dataset: Dataset, options: dict | None = None, *, out: str 
         for name, content in (("config.json", cfg), ("metrics.json", metrics)):
             with open(os.path.join(out, name), "w") as fh:
                 json.dump(content, fh, indent=2)
-        _write_figures(out, fam.name, model, params, dataset, history, seed, fam.loss_label)
+        label = fam.loss_label(opts) if callable(fam.loss_label) else fam.loss_label
+        _write_figures(out, fam.name, model, params, dataset, history, seed, label)
         if history is not None:
             _write_history(os.path.join(out, "history.npz"), history)
         if fam.figures:

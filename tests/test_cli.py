@@ -268,3 +268,29 @@ def test_fit_help_renders_and_names_what_each_gan_loss_needs():
     text = " ".join(fit.format_help().split())
     assert "90 % high-quality" in text
     assert "ns and js need --r1-weight 0.1 --ema-decay 0.999" in text and "--steps 60000" in text
+
+
+def test_cnf_trains_by_flow_matching_by_default_and_by_maximum_likelihood_on_request(tmp_path, capsys):
+    """`genlearn fit cnf` trains by flow matching (no ODE solve per step) unless --objective mle; the run
+    records the objective, its loss.png says which loss, and the flow-matching CNF's exact likelihood learns
+    moons: 6000 steps of a 2x64 field reach 1.44 standardised nats here (the best Gaussian: 2.84)."""
+    out = str(tmp_path / "fm")
+    assert main(["fit", "cnf", "--data", "moons", "--steps", "6000", "--hidden", "64,64", "--lr", "3e-3",
+                 "--out", out, "--no-progress"]) == 0
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["options"]["objective"] == "flow-matching" and cfg["options"]["activation"] == "silu"
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["test_nll_standardized"] < 1.8, metrics["test_nll_standardized"]
+    from genlearn import registry
+
+    label = registry.get("cnf").loss_label
+    assert label(cfg["options"]) == "flow-matching loss (flow space)"
+    mle = str(tmp_path / "mle")
+    assert main(["fit", "cnf", "--data", "moons", "--objective", "mle", "--steps", "3", "--hidden", "8",
+                 "--out", mle, "--no-progress"]) == 0
+    opts = json.load(open(os.path.join(mle, "config.json")))["options"]
+    assert opts["objective"] == "mle" and opts["activation"] == "tanh" and label(opts) == "NLL (nats per example)"
+    capsys.readouterr()
+    for bad, message in ((["--layers", "2"], "trains one ODE block"), (["--base", "student_t"], "transports N")):
+        assert main(["fit", "cnf", "--data", "moons", "--steps", "3", *bad, "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err

@@ -144,3 +144,65 @@ def test_keys_and_shapes_are_checked():
         ex.log_prob(params, jnp.zeros((3, 3)))
     with pytest.raises(ValueError, match="positive int"):
         ex.sample(params, jax.random.PRNGKey(0), 0)
+
+
+# -- flow matching ---------------------------------------------------------------------------------------------
+
+def test_flow_matching_loss_at_the_identity_is_the_path_velocity_energy():
+    """A zero-initialised field has loss E||u||^2 = mean ||t1^0 x1||^2 + (1 - sigma)^2 d exactly in expectation
+    (x0 ~ N(0, I) independent of x1); checked on 40000 rows, and t1 only scales the field, not the target."""
+    x1 = 2.0 + jax.random.normal(jax.random.PRNGKey(0), (40_000, 3))
+    sigma = 0.1
+    expected = float(jnp.mean(jnp.sum(x1**2, -1))) + (1 - sigma) ** 2 * 3
+    for t1 in (1.0, 2.5):
+        fm = jax.jit(flows.cnf_flow_matching(3, (8,), sigma_min=sigma, t1=t1))
+        params = flows.cnf(3, hidden=(8,), t1=t1).init(jax.random.PRNGKey(1))
+        np.testing.assert_allclose(float(fm(params, x1, jax.random.PRNGKey(2))), expected, rtol=0.02)
+
+
+def test_flow_matching_learns_a_conditional_gaussian_density():
+    """Trained by flow matching only (no ODE solve), the CNF's exact log_prob is that of the data:
+    x | c ~ N(1.5 c, 0.4^2) in 1-D, c in {-1, 1}. On held-out rows its NLL is within 0.03 nats of the
+    true density's (the KL; measured 0.007), and the context selects the component."""
+    import optax
+    from scipy import stats
+
+    from genlearn.train import fit
+
+    def draw(k, n):
+        kc, kx = jax.random.split(k)
+        c = jnp.where(jax.random.bernoulli(kc, 0.5, (n, 1)), 1.0, -1.0)
+        return 1.5 * c + 0.4 * jax.random.normal(kx, (n, 1)), c
+
+    x, c = draw(jax.random.PRNGKey(0), 4000)
+    flow = flows.cnf(1, hidden=(32, 32), activation="silu", context_dim=1, rtol=1e-5, atol=1e-5)
+    loss = flows.cnf_flow_matching(1, (32, 32), activation="silu", context_dim=1)
+    result = fit(loss, flow.init(jax.random.PRNGKey(2)), jnp.concatenate([x, c], 1),
+                 optimizer=optax.adam(optax.cosine_decay_schedule(3e-3, 4000)), steps=4000, batch_size=512,
+                 key=jax.random.PRNGKey(3), progress=False)
+    log_prob = jax.jit(flow.log_prob)
+    xt, ct = draw(jax.random.PRNGKey(7), 2000)
+    model_nll = -float(jnp.mean(log_prob(result.params, xt, ct)))
+    true_nll = -float(np.mean(stats.norm(1.5 * np.asarray(ct[:, 0]), 0.4).logpdf(np.asarray(xt[:, 0]))))
+    assert -0.01 < model_nll - true_nll < 0.03, (model_nll, true_nll)
+    at = jnp.full((1, 1), 1.5)
+    assert float(log_prob(result.params, at, jnp.ones(1))[0] - log_prob(result.params, at, -jnp.ones(1))[0]) > 5
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: flows.cnf_flow_matching(2, sigma_min=0.0), "sigma_min must be in"),
+        (lambda: flows.cnf_flow_matching(2, sigma_min=1.0), "sigma_min must be in"),
+        (lambda: flows.cnf_flow_matching(2, t1=0.0), "t1"),
+        (lambda: flows.cnf_flow_matching(2, activation="relu"), "smooth"),
+        (lambda: flows.cnf_flow_matching(2, hidden=()), "hidden"),
+        (lambda: flows.cnf_flow_matching(2, (8,))(flows.cnf(2, 2, (8,)).init(jax.random.PRNGKey(0)),
+                                                  jnp.zeros((4, 2)), jax.random.PRNGKey(0)), "one-block"),
+        (lambda: flows.cnf_flow_matching(2, (8,))(flows.cnf(2, 1, (8,)).init(jax.random.PRNGKey(0)),
+                                                  jnp.zeros((4, 3)), jax.random.PRNGKey(0)), r"batch must be \(n, 2\)"),
+    ],
+)
+def test_flow_matching_rejects_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

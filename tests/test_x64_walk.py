@@ -226,6 +226,12 @@ def _cnf(c):
     return flow.log_prob(p, x), flows.cnf_nll(flow)(p, x, None)
 
 
+@recipe("flows.cnf_flow_matching")
+def _cnf_flow_matching(c):
+    p = c(p32(flows.cnf(2, 1, (8,)).init, KEY))
+    return flows.cnf_flow_matching(2, (8,), sigma_min=0.01)(p, c(A[:4] * 0.5), KEY)
+
+
 # ---------------------------------------------------------------------------
 # genlearn.classical
 # ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from genlearn.flows.autoregressive import iaf, inverse_autoregressive, maf, mask
 from genlearn.flows.spline import rational_quadratic, spline
 from genlearn.flows.glow import actnorm, actnorm_data_init, glow, invertible_linear, lu_linear
 from genlearn.flows.batchnorm import BatchNorm, batch_norm
-from genlearn.flows.cnf import cnf, cnf_nll
+from genlearn.flows.cnf import cnf, cnf_flow_matching, cnf_nll
 
 __all__ = [
     "Transformer",
@@ -34,6 +34,7 @@ __all__ = [
     "actnorm_data_init",
     "batch_norm",
     "cnf",
+    "cnf_flow_matching",
     "cnf_nll",
     "glow",
     "invertible_linear",

@@ -43,7 +43,7 @@ from genlearn.core.flow import Flow, _check_n, batch_context, check_batch
 from genlearn.flows._common import check_hidden, check_layers
 from genlearn.nn import MLP
 
-__all__ = ["cnf", "cnf_nll", "solve_with_log_det", "SOLVERS", "ADJOINTS"]
+__all__ = ["cnf", "cnf_nll", "cnf_flow_matching", "cnf_field", "solve_with_log_det", "SOLVERS", "ADJOINTS"]
 
 Array = jax.Array
 
@@ -161,6 +161,30 @@ def solve_with_log_det(field: Callable, params, x: Array, t0, t1, *, trace: str 
     return x_end, l_end, xs, sol.stats
 
 
+def cnf_field(dim: int, hidden: tuple[int, ...] = (64, 64), activation: str | Callable = "tanh"):
+    """The vector field of one CNF block: ``(net, field)``, ``field(p, x, t, c=None) -> dx/dt`` for ONE example.
+
+    A flax MLP on ``concat(x, t[, c])`` with a smooth ``activation`` and a
+    zero-initialised last layer (the block starts as the identity);
+    ``net.init(key, zeros(dim + 1 + context_dim))`` makes its params. :func:`cnf`
+    and :func:`cnf_flow_matching` build their fields here, so the two agree on
+    the params of a block.
+    """
+    if isinstance(activation, str):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"cnf: activation must be smooth, one of {sorted(_ACTIVATIONS)}; got {activation!r}")
+        activation = _ACTIVATIONS[activation]
+    net = MLP(hidden=tuple(hidden), out=dim, activation=activation, zero_init_last=True)
+
+    def field(p, x, t, c=None):
+        inp = [x, jnp.reshape(t, (1,)).astype(x.dtype)]
+        if c is not None:
+            inp.append(c.astype(x.dtype))
+        return net.apply(p, jnp.concatenate(inp))
+
+    return net, field
+
+
 def cnf(
     dim: int,
     num_layers: int = 1,
@@ -221,20 +245,9 @@ def cnf(
         raise ValueError(f"cnf: unknown adjoint {adjoint!r}; choose one of {sorted(ADJOINTS)}")
     if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
         raise ValueError(f"cnf: max_steps must be an int >= 1, got {max_steps!r}")
-    if isinstance(activation, str):
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"cnf: activation must be smooth, one of {sorted(_ACTIVATIONS)}; got {activation!r}")
-        activation = _ACTIVATIONS[activation]
     base_dist = make_base(base, dim)
-    net = MLP(hidden=hidden, out=dim, activation=activation, zero_init_last=True)
+    net, _field = cnf_field(dim, hidden, activation)
     adjoint_obj = ADJOINTS[adjoint]()
-
-    def _field(p, x, t, c=None):
-        """f(x, t[, c]) for ONE example."""
-        inp = [x, jnp.reshape(t, (1,)).astype(x.dtype)]
-        if c is not None:
-            inp.append(c.astype(x.dtype))
-        return net.apply(p, jnp.concatenate(inp))
 
     def _solve(p, x, c, t_start, t_end, mode, eps=None):
         """The (augmented) ODE of one block for a batch x (n, d): :func:`solve_with_log_det`."""
@@ -353,5 +366,63 @@ def cnf_nll(flow: Flow, *, weight_decay: float = 0.0) -> Callable:
         lp = flow.log_prob(params, batch, key=key)
         reg = weight_decay * l2_penalty(params) if weight_decay > 0 else 0.0
         return -jnp.mean(lp) + reg
+
+    return loss
+
+
+def cnf_flow_matching(dim: int, hidden: tuple[int, ...] = (64, 64), *, activation: str | Callable = "tanh",
+                      t1: float = 1.0, sigma_min: float = 1e-4, context_dim: int = 0) -> Callable:
+    r"""Conditional flow matching loss ``loss(params, batch, key)`` for a one-block :func:`cnf`.
+
+    Trains the CNF without solving an ODE (Lipman et al. 2023, "Flow Matching
+    for Generative Modeling", the optimal-transport path of section 4.1): with
+    :math:`x_1` a data row, :math:`x_0 \sim N(0, I)` (the CNF's base),
+    :math:`t \sim U(0, 1)` and the straight path
+
+    .. math:: x_t = (1 - (1 - \sigma_{min}) t) x_0 + t x_1, \qquad
+              u_t = x_1 - (1 - \sigma_{min}) x_0,
+
+    the loss is :math:`E \| t_1 f_\theta(x_t, t\,t_1) - u_t \|^2` (the block's
+    ODE runs over :math:`[0, t_1]`). Its minimiser's flow carries the base to
+    the data distribution (smoothed by :math:`\sigma_{min}`), so after training
+    the CNF's exact ``log_prob`` (an ODE solve) and ``sample`` are those of the
+    learned flow. Each step costs one field evaluation per row instead of an
+    adaptive solve and its backward pass.
+
+    Args:
+      dim, hidden, activation: those of the ``cnf(dim, 1, hidden, activation=...)`` whose
+        params are trained (same values, so the params match).
+      t1: the CNF's integration time.
+      sigma_min: the width of the path's end point around each data row, > 0 and < 1.
+      context_dim: > 0 for a conditional CNF: each batch row is ``[x, c]`` with the
+        context in its last ``context_dim`` columns (as in `genlearn.losses.nll`).
+
+    Returns:
+      ``loss(params, batch, key) -> scalar`` on the CNF's params
+      ``{"base", "bijector": (block,)}``; the base must be the standard normal (a
+      one-block CNF with ``base="normal"``, the default).
+    """
+    dim = _check_dim(dim, 1, "cnf_flow_matching: dim")
+    context_dim = _check_dim(context_dim, 0, "cnf_flow_matching: context_dim")
+    t1 = _check_positive(t1, "t1")
+    if not (isinstance(sigma_min, (int, float, np.floating)) and 0 < sigma_min < 1):
+        raise ValueError(f"cnf_flow_matching: sigma_min must be in (0, 1), got {sigma_min!r}")
+    _, field = cnf_field(dim, check_hidden(hidden), activation)
+
+    def loss(params, batch, key):
+        blocks = params["bijector"]
+        if len(blocks) != 1:
+            raise ValueError(f"cnf_flow_matching trains a one-block cnf (num_layers=1), got {len(blocks)} blocks")
+        if batch.ndim != 2 or batch.shape[1] != dim + context_dim:
+            raise ValueError(f"cnf_flow_matching: batch must be (n, {dim + context_dim}), got {batch.shape}")
+        x1, c = batch[:, :dim], (batch[:, dim:] if context_dim else None)
+        k0, kt = jax.random.split(key)
+        x0 = jax.random.normal(k0, x1.shape, x1.dtype)
+        t = jax.random.uniform(kt, x1.shape[:1] + (1,), x1.dtype)
+        xt = (1 - (1 - sigma_min) * t) * x0 + t * x1
+        target = x1 - (1 - sigma_min) * x0
+        args = (blocks[0], xt, t[:, 0] * t1) + (() if c is None else (c,))
+        v = jax.vmap(field, (None, 0, 0) + (0,) * (c is not None))(*args)
+        return jnp.mean(jnp.sum((t1 * v - target) ** 2, axis=-1))
 
     return loss

@@ -30,7 +30,7 @@ FACTORIES = {
     "iaf": (flows.iaf, ("order", "base")),
     "spline": (flows.spline, ("mask", "bound", "base")),
     "glow": (flows.glow, ("mask", "base")),  # flows II: glow, cnf
-    "cnf": (flows.cnf, ("rtol", "atol", "base")),
+    "cnf": (flows.cnf, ("rtol", "atol", "base", "activation")),
 }
 BASES = ("normal", "student_t", "logistic", "diag_gaussian")
 
@@ -48,25 +48,33 @@ def _default_base(name: str) -> str:
     return inspect.signature(FACTORIES[name][0]).parameters["base"].default
 
 
-def defaults(name: str, dataset) -> dict:
+def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
     """Defaults per data kind, chosen on held-out data (see benchmarks/foundation_numbers.py).
 
     Toys: 8 layers of 2x128 (RealNVP; 4 for NICE), Adam 1e-3 with cosine decay,
     batch 256, 20k steps. Digits (1400 examples in 64-D) overfit quickly, so
     the flows are smaller and regularised, with early stopping on a split.
+    The CNF's defaults depend on its ``objective`` (``chosen``, the options the
+    user gave): flow matching by default, maximum likelihood on request.
     """
-    return {"base": _default_base(name), **_defaults(name, dataset)}
+    return {"base": _default_base(name), **_defaults(name, dataset, chosen or {})}
 
 
-def _defaults(name: str, dataset) -> dict:
+def _defaults(name: str, dataset, chosen: dict) -> dict:
     pixels = dataset.discrete_levels is not None
     small = dict(steps=3000, batch_size=128, learning_rate=1e-3, weight_decay=1e-2, val_fraction=0.15,
                  eval_every=100, patience=10)
     big = dict(steps=20_000, batch_size=256, learning_rate=1e-3, weight_decay=0.0, val_fraction=0.1,
                eval_every=500, patience=None)
-    if name == "cnf":  # flows II: ODE solves are costly; a small exact-trace field, loose tolerances, few steps
-        return _train_cfg(2000, 256, 3e-3, 0.0, 1, (64, 64), 0.15 if pixels else 0.0, 250, None,
-                          rtol=1e-3, atol=1e-3)
+    if name == "cnf":
+        if chosen.get("objective") == "mle":  # flows II: an ODE solve and its backward pass per step: a small
+            # exact-trace field, loose tolerances, few steps
+            return _train_cfg(2000, 256, 3e-3, 0.0, 1, (64, 64), 0.15 if pixels else 0.0, 250, None,
+                              rtol=1e-3, atol=1e-3, objective="mle", activation="tanh")
+        # flow matching: one field evaluation per row and step, so a wider field and many steps; the
+        # tolerances are those of the likelihood evaluation and sampling (no solve in training)
+        return _train_cfg(20_000, 256, 1e-3, 0.0, 1, (256, 256, 256), 0.15 if pixels else 0.0, 1000, None,
+                          rtol=1e-5, atol=1e-5, objective="flow-matching", activation="silu")
     if name in ("maf", "iaf", "spline"):  # flows II (benchmarks/flows2_numbers.py)
         if pixels:  # MADE widths must be >= 64; random orders regularise
             if name == "spline":
@@ -124,11 +132,35 @@ def trainer(model, dataset, options: dict, key, ctx: registry.Context) -> regist
     params = model.init(k_init, x0 if dequant is None else dequant(k_init, x0))
     schedule = optax.cosine_decay_schedule(o["learning_rate"], max(o["steps"], 1))
     optimizer = optax.adamw(schedule, weight_decay=o["weight_decay"]) if o["weight_decay"] > 0 else optax.adam(schedule)
+    loss = nll(model, dequantize=dequant)
+    if o.get("objective") == "flow-matching":  # the CNF without ODE solves, in the flow's space
+        loss = _flow_matching_in_flow_space(model.dim, o, preprocess(dataset), dequant)
     # the same global-norm clipping as the library's `fit` (history["clipped"] marks the steps in loss.png)
-    return registry.Training(gradient_trainer(nll(model, dequantize=dequant), optimizer,
+    return registry.Training(gradient_trainer(loss, optimizer,
                                               max_grad_norm=o["grad_clip"] or None), params, dataset.train,
                              k_fit, o["steps"], o["batch_size"], val_fraction=o["val_fraction"],
                              eval_every=o["eval_every"], patience=o["patience"])
+
+
+def _flow_matching_in_flow_space(dim: int, options: dict, pre: dict, dequant):
+    """``loss(params, x, key)``: `flows.cnf_flow_matching` on data rows mapped into the flow's space.
+
+    The rows are dequantised (pixels) and mapped through the inverse of the
+    fixed outer bijector (standardisation or logit), where the CNF lives.
+    """
+    import jax
+
+    outer = outer_bijector(pre, dim)
+    outer_params = outer.init(jax.random.PRNGKey(0))
+    fm = flows.cnf_flow_matching(dim, tuple(options["hidden"]), activation=options["activation"])
+
+    def loss(params, x, key):
+        k_deq, k_fm = jax.random.split(key)
+        if dequant is not None:
+            x = dequant(k_deq, x)
+        return fm(params, jax.vmap(outer.inverse, (None, 0))(outer_params, x), k_fm)
+
+    return loss
 
 
 def _check(options: dict, dataset) -> str | None:
@@ -136,6 +168,13 @@ def _check(options: dict, dataset) -> str | None:
     n_fit = n_train - max(1, round(options["val_fraction"] * n_train)) if options["val_fraction"] > 0 else n_train
     if options["batch_size"] > n_fit:
         return f"--batch-size {options['batch_size']} exceeds the {n_fit} training rows of {dataset.name}"
+    if options.get("objective") == "flow-matching":
+        if options["num_layers"] != 1:
+            return (f"cnf: --objective flow-matching trains one ODE block, got --layers {options['num_layers']} "
+                    "(use --objective mle for stacked blocks)")
+        if options["base"] != "normal":
+            return (f"cnf: --objective flow-matching transports N(0, I), got --base {options['base']} "
+                    "(use --objective mle for other bases)")
     return None
 
 
@@ -153,11 +192,26 @@ OPTIONS = (
     registry.RESUME,
 )
 
+CNF_OPTIONS = OPTIONS + (
+    registry.Option("--objective", "objective", str,
+                    "cnf: flow-matching (default: no ODE solve in training, Lipman et al. 2023) or mle "
+                    "(maximum likelihood through the solver)", choices=("flow-matching", "mle")),
+    registry.Option("--activation", "activation", str, "cnf: the vector field's smooth activation",
+                    choices=("tanh", "softplus", "silu", "elu")),
+)
+
+
+def _loss_label(options: dict) -> str:
+    if options.get("objective") == "flow-matching":
+        return "flow-matching loss (flow space)"
+    return "NLL (nats per example)"
+
+
 for _name in FACTORIES:
     registry.register(registry.Family(
         name=_name,
-        defaults=lambda dataset, chosen, _n=_name: defaults(_n, dataset),
+        defaults=lambda dataset, chosen, _n=_name: defaults(_n, dataset, chosen),
         build=lambda options, dim, pre, _n=_name: build(_n, options, dim, pre),
-        trainer=trainer, options=OPTIONS, check=_check, preprocess=preprocess,
-        loss_label="NLL (nats per example)",
+        trainer=trainer, options=CNF_OPTIONS if _name == "cnf" else OPTIONS, check=_check, preprocess=preprocess,
+        loss_label=_loss_label,
     ))

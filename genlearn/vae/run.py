@@ -205,7 +205,8 @@ FAMILY = registry.register(registry.Family(
     name="vae",
     defaults=lambda dataset, chosen: default_options(dataset),
     build=build, trainer=trainer, check=_check, preprocess=preprocess, report=_report,
-    loss_label="negative ELBO (nats per example)",
+    loss_label=lambda o: ("negative ELBO" if int(o.get("train_k", 1)) == 1 else f"negative IWAE-{int(o['train_k'])} bound")
+    + " (nats per example)",
     options=(
         registry.STEPS, registry.BATCH_SIZE, registry.LEARNING_RATE, registry.HIDDEN,
         registry.Option("--weight-decay", "weight_decay", registry.nonneg_float, "vae: AdamW weight decay"),
