@@ -85,9 +85,13 @@ def test_roster_options_and_budgets_depend_on_the_data_kind():
     js = cmp.ROSTER["gan-js"]
     assert cmp._options(js, toy)["r1_weight"] == 0.1 and cmp._options(js, toy)["latent_dim"] == 2
     assert cmp._options(js, pixels) == {"loss": "js"}  # the 2-D toy recipe stays off the digits
-    assert cmp._steps_for(js, toy, None) == (60000, None)
-    # wgan-gp takes the family's own 2-D toy schedule (32000 steps) and 1500 steps on pixels
-    assert cmp._steps_for(cmp.ROSTER["wgan-gp"], toy, None) == (None, None)
+    assert cmp._steps_for(js, toy, None) == (30000, None)
+    # wgan-gp takes half the family's own 2-D toy schedule (32000 steps) and 1500 steps on pixels
+    assert cmp._steps_for(cmp.ROSTER["wgan-gp"], toy, None) == (16000, None)
     assert cmp._steps_for(cmp.ROSTER["wgan-gp"], pixels, None) == (1500, None)
-    assert cmp._steps_for(js, toy, cmp.parse_budget("90s")) == (60000, 90.0)
+    assert cmp._steps_for(js, toy, cmp.parse_budget("90s")) == (30000, 90.0)
     assert "spline" in cmp.DEFAULT_ROSTER and set(cmp.DEFAULT_ROSTER) <= set(cmp.ROSTER)
+    # the toys' faster flow schedules (batch 128, a higher peak rate) stay off the digits
+    for name in ("nice", "realnvp", "maf"):
+        assert cmp._options(cmp.ROSTER[name], toy)["batch_size"] == 128, name
+        assert cmp._options(cmp.ROSTER[name], pixels) == {}, name
