@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from genlearn.data import load_dataset
+from genlearn.energy.run import DEFAULTS
 from genlearn.runs import fit, load
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
     lines = ["# Energy-based models: held-out NLL through AIS", "",
              f"Command: `{cmd}` (CPU, 2 shared cores).", "",
              "EBM: MLP energy 3x128 silu + ||x||^2/32 confinement, PCD (replay buffer 10k, k = 10 MALA + "
-             "independent-MH steps per update), Adam 1e-3 cosine, batch 256. log Z by AIS "
+             f"independent-MH steps per update), Adam {DEFAULTS['learning_rate']:g} (b1 = 0.5) cosine, "
+             f"batch {DEFAULTS['batch_size']}. log Z by AIS "
              "(1000 chains, 500 geometric temperatures, MALA); quadrature check on a 2-D grid.", "",
              "| data | EBM NLL (data units) | ± AIS se | EBM standardised | RealNVP standardised | gap (nats) "
              "| log Z AIS | log Z quadrature | modes covered | EBM train s |",
