@@ -90,6 +90,9 @@ def test_vae_is_in_the_compare_roster():
     assert opts["eval_samples"] == entry.options["eval_samples"] and opts["likelihood"] == "logistic"
 
 
+# two 1000-step VAE fits (~40 CPU-s): `pytest -m slow`; the default suite keeps iwae_loss's own properties
+# (tests/test_vae.py: it is -mean IWAE_k, and the bound tightens with k towards log p(x))
+@pytest.mark.slow
 def test_iwae_training_escapes_the_posterior_collapse_of_the_elbo_on_ring8(tmp_path):
     """The 2-D toys' default: training on IWAE_16 (Burda et al. 2016). On ring8 the ELBO-trained VAE lets the
     decoder ignore z and smears the ring (defaults table: 3.2 nats above the true density); IWAE_16 training
