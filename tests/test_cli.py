@@ -268,7 +268,7 @@ def test_fit_help_renders_and_names_what_each_gan_loss_needs():
     text = " ".join(fit.format_help().split())
     assert "90 % high-quality" in text
     assert "ns and js need --r1-weight 0.1 --ema-decay 0.999" in text and "--steps 60000" in text
-    assert "hinge needs those flags with --critic-steps 1 --lr-critic 1e-3" in text
+    assert "hinge and sn with those flags and --critic-steps 1 --lr-critic 1e-3" in text and "collapse" in text
 
 
 def test_cnf_trains_by_flow_matching_by_default_and_by_maximum_likelihood_on_request(tmp_path, capsys):

@@ -15,12 +15,12 @@ On the 2-D mixtures (ring8, grid25; ``benchmarks/results/mode_collapse.md``, 3
 seeds) ``wgan-gp`` and ``mmd`` cover every mode with >= 90 % high-quality
 samples at their defaults. ``ns`` and ``js`` need ``--r1-weight 0.1
 --ema-decay 0.999 --latent-dim 2 --base uniform --hidden 128,128,128 --steps
-60000`` (rows ``ns-r1``, ``js-r1``). ``hinge`` needs those flags with
-``--critic-steps 1 --lr-critic 1e-3``: ring8 8/8 at 96.5 and 98.7 % (30000 steps,
-seeds 0 and 1), grid25 25/25 at 92.1 % (60000 steps, seed 0; 30000 steps give
-69-71 %). ``sn`` with the same flags matched hinge on ring8 but collapsed on one
-grid25 seed (13/25 modes), and ``wgan-clip`` stays under 30 % with every flag
-tried (``benchmarks/results/mode_collapse_tuning.md``).
+60000`` (rows ``ns-r1``, ``js-r1``). ``hinge`` with those flags and
+``--critic-steps 1 --lr-critic 1e-3`` is not reliable: ring8 8/8 at 96.5 and
+98.7 % on seeds 0 and 1 but no mode on seed 2 (30000 steps); grid25 25/25 at
+92.1 and 84.8 % (60000 steps, seeds 0, 1). ``sn`` with the same flags matched
+hinge on ring8 but collapsed on one grid25 seed (13/25 modes), and ``wgan-clip``
+stays under 30 % with every flag tried (``benchmarks/results/mode_collapse_tuning.md``).
 
 Pixels (data with ``discrete_levels``) are mapped to ``[-1, 1]`` and the
 generator ends in ``tanh``; samples are mapped back.
@@ -352,10 +352,10 @@ FAMILY = registry.register(registry.Family(
         registry.Option("--loss", "loss", str, "gan: js|ns|wgan-clip|wgan-gp|sn|hinge|mmd (default wgan-gp; "
                         "also energy|sinkhorn|sliced|moments). On 2-D toys wgan-gp and mmd reach >= 90 %% high-quality "
                         "samples at their defaults; ns and js need --r1-weight 0.1 --ema-decay 0.999 --latent-dim 2 "
-                        "--base uniform --hidden 128,128,128 --steps 60000; hinge needs those flags with "
-                        "--critic-steps 1 --lr-critic 1e-3 (ring8 >= 96 %%, grid25 92 %% at 60000 steps); sn with "
-                        "them is not reliable on grid25 and wgan-clip reaches no more than 30 %% with any flags "
-                        "measured (benchmarks/results/mode_collapse_tuning.md)"),
+                        "--base uniform --hidden 128,128,128 --steps 60000; hinge and sn with those flags and "
+                        "--critic-steps 1 --lr-critic 1e-3 reach 83-99 %% on most seeds but collapse on some "
+                        "(hinge: no ring8 mode on one seed of three); wgan-clip reaches no more than 30 %% with "
+                        "any flags measured (benchmarks/results/mode_collapse_tuning.md)"),
         registry.STEPS, registry.BATCH_SIZE,
         registry.Option("--lr", "lr_generator", registry.positive_float, "gan: generator learning rate"),
         registry.Option("--hidden", "hidden", registry.widths, "gan: generator hidden widths"),
