@@ -34,6 +34,9 @@ BIJECTORS = {
     "logit_box": (lambda d: core.logit_box(d, upper=17.0, alpha=0.05), 0.5, 0.0),
     "chain": (lambda d: core.chain(core.scale(d), core.reverse(d), flows.coupling(d, flows.affine(), hidden=H)), 1.0, 0.05),
     "nice": (lambda d: flows.nice(d, num_layers=2, hidden=H).bijector, 1.0, 0.05),
+    "nice_odd_depth": (lambda d: flows.nice(d, num_layers=3, hidden=H).bijector, 1.0, 0.05),
+    "repeat": (lambda d: core.repeat(core.chain(flows.coupling(d, flows.affine(), hidden=H), core.reverse(d)), 3),
+               1.0, 0.02),
     "realnvp": (lambda d: flows.realnvp(d, num_layers=2, hidden=H).bijector, 1.0, 0.02),
     "realnvp_random_masks": (lambda d: flows.realnvp(d, num_layers=3, hidden=H, mask="random", seed=4).bijector,
                              1.0, 0.02),
@@ -57,7 +60,7 @@ BIJECTORS = {
 # every d = 2 case, under `pytest -m slow`: most of each case's time is compiling it (the 2-D flows
 # also train in tests/test_stability.py, where their log-densities must learn ring8).
 DIMS = (2, 5, 64)
-COMPOSITES = ("chain", "nice", "realnvp", "realnvp_random_masks", "maf", "glow")
+COMPOSITES = ("chain", "nice", "nice_odd_depth", "repeat", "realnvp", "realnvp_random_masks", "maf", "glow")
 
 
 def _case(name, d):
@@ -169,6 +172,26 @@ def test_chain_order_is_flow_order():
     np.testing.assert_allclose(ch.log_det(params, z), d * np.log(2.0), rtol=1e-6)
 
 
+def test_repeat_is_a_chain_of_independent_copies_traced_once():
+    d, n = 4, 3
+    block = core.chain(flows.coupling(d, flows.affine(), hidden=H), core.reverse(d))
+    rep = core.repeat(block, n)
+    params = perturb(rep.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
+    copies = tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], params) for i in range(n))
+    kernels = [np.asarray(c[0]["params"]["Dense_0"]["kernel"]) for c in copies]
+    assert not np.allclose(kernels[0], kernels[1])  # each copy has its own initialisation
+    unrolled = core.chain(*[block] * n)
+    z = jax.random.normal(jax.random.PRNGKey(2), (d,))
+    for f in ("apply_and_log_det", "inverse_and_log_det"):
+        got, want = getattr(rep, f)(params, z), getattr(unrolled, f)(copies, z)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+    # one traced copy of the block, whatever n: the conditioner's matmuls appear once, not n times
+    dots = str(jax.make_jaxpr(rep.apply)(params, z)).count("dot_general")
+    assert dots == str(jax.make_jaxpr(block.apply)(copies[0], z)).count("dot_general") > 0
+    assert str(jax.make_jaxpr(unrolled.apply)(copies, z)).count("dot_general") == n * dots
+
+
 def test_user_plugin_bijector():
     """A plugin is three pure functions; it composes with genlearn's own layers."""
     def init(key):
@@ -209,6 +232,8 @@ def test_user_plugin_bijector():
         (lambda: core.permutation([0, 0, 1]), "permutation"),
         (lambda: core.chain(core.scale(2), core.scale(3)), "same dim"),
         (lambda: core.chain(), "at least one"),
+        (lambda: core.repeat(core.scale(2), 0), "n must be an integer >= 1"),
+        (lambda: core.repeat(core.scale(2), 2.0), "n must be an integer >= 1"),
         (lambda: core.fixed_affine(np.zeros(2), np.array([1.0, 0.0])), "scale must be finite and > 0"),
         (lambda: core.logit_box(2, alpha=0.7), "alpha"),
     ],

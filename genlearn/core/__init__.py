@@ -10,6 +10,7 @@ from genlearn.core.bijectors import (
     make_bijector,
     permutation,
     random_permutation,
+    repeat,
     reverse,
     scale,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "make_flow",
     "permutation",
     "random_permutation",
+    "repeat",
     "reverse",
     "scale",
     "standard_normal",
