@@ -92,6 +92,8 @@ def test_roster_options_and_budgets_depend_on_the_data_kind():
     assert cmp._steps_for(js, toy, cmp.parse_budget("90s")) == (30000, 90.0)
     assert "spline" in cmp.DEFAULT_ROSTER and set(cmp.DEFAULT_ROSTER) <= set(cmp.ROSTER)
     # the toys' faster flow schedules (batch 128, a higher peak rate) stay off the digits
-    for name in ("nice", "realnvp", "maf"):
+    # NICE trains at its family defaults (24 scanned couplings), 20000 steps on the toys
+    assert cmp._options(cmp.ROSTER["nice"], toy) == {} and cmp._steps_for(cmp.ROSTER["nice"], toy, None) == (20000, None)
+    for name in ("realnvp", "maf"):
         assert cmp._options(cmp.ROSTER[name], toy)["batch_size"] == 128, name
         assert cmp._options(cmp.ROSTER[name], pixels) == {}, name
