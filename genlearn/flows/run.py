@@ -77,8 +77,10 @@ def _defaults(name: str, dataset, chosen: dict) -> dict:
                           rtol=1e-5, atol=1e-5, objective="flow-matching", activation="silu")
     if name in ("maf", "iaf", "spline"):  # flows II (benchmarks/flows2_numbers.py)
         if pixels:  # MADE widths must be >= 64; random orders regularise
-            if name == "spline":
-                return _train_cfg(num_layers=8, hidden=(32, 32), mask="parity", **small)
+            if name == "spline":  # strong decoupled weight decay, chosen on the validation split (best
+                # val NLL 90.00 at 1e-2, 89.78 at 0.1, 89.40 at 0.4, 88.91 at 0.8, 89.20 at 1.6); test bits/dim
+                # 2.054 -> 2.022 (seed 1: 2.024)
+                return _train_cfg(num_layers=8, hidden=(32, 32), mask="parity", **{**small, "weight_decay": 0.8})
             return _train_cfg(num_layers=5, hidden=(64, 64), order="random", **small)
         if name == "maf":  # 16 MADE layers, 20k steps: 1.167 standardised on moons vs 1.208 with 8 layers, 10k steps
             return _train_cfg(num_layers=16, hidden=(128, 128), **big)
