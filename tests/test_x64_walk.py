@@ -99,7 +99,7 @@ def _bases(c):
     return out
 
 
-@recipe("core.make_bijector", "core.chain", "core.scale", "core.reverse", "core.permutation",
+@recipe("core.make_bijector", "core.chain", "core.repeat", "core.scale", "core.reverse", "core.permutation",
         "core.random_permutation", "core.fixed_affine", "core.logit_box", "core.make_flow", "core.transformed")
 def _bijectors(c):
     out = {}
@@ -110,6 +110,7 @@ def _bijectors(c):
                                          lambda p, x: (x * p["s"], jnp.sum(jnp.log(p["s"])) * jnp.ones(())),
                                          lambda p, y: (y / p["s"], -jnp.sum(jnp.log(p["s"])) * jnp.ones(())), 2)}
     bijs["chain"] = core.chain(bijs["scale"], bijs["reverse"], bijs["affine"])
+    bijs["repeat"] = core.repeat(core.chain(bijs["custom"], bijs["reverse"]), 3)
     x = c(A[:6] * 0.3)
     for name, bij in bijs.items():
         p = c(p32(bij.init, KEY))
