@@ -1,4 +1,4 @@
-"""Rational-quadratic splines: agreement with distrax, identity tails and identity
+"""Rational-quadratic splines: agreement with distrax, identity and linear tails and identity
 initialisation, C^1 at the boundary, bad hyperparameters, and learning two moons."""
 
 import distrax
@@ -59,6 +59,54 @@ def test_identity_at_zero_params_and_identity_tails():
     assert np.any(np.abs(np.asarray(x - z))[~tails] > 1e-2)  # a non-trivial spline inside
     _, ld_t = t.forward(h[tails], z[tails])
     assert float(ld_t) == 0.0
+
+
+@given(seed=st.integers(0, 2**31 - 1), bins=st.integers(2, 10), bound=st.floats(0.5, 4.0),
+       raw_scale=st.floats(0.1, 2.0))
+def test_linear_tails_match_distrax_inside_and_continue_its_boundary_slopes(seed, bins, bound, raw_scale):
+    """tails="linear": inside [-B, B] distrax's spline with unconstrained boundary slopes; outside, the
+    line through (+-B, +-B) with the learned boundary slope; log-det = log of the autodiff derivative."""
+    t = flows.rational_quadratic(bins, bound, 1e-3, 1e-3, 1e-3, tails="linear")
+    assert t.params_per_dim == 3 * bins + 1
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    n = 64
+    h = raw_scale * jax.random.normal(k1, (n, 3 * bins + 1))
+    z = 1.5 * bound * jax.random.normal(k2, (n,))
+    ref = distrax.RationalQuadraticSpline(h, range_min=-bound, range_max=bound, boundary_slopes="unconstrained",
+                                          min_bin_size=2 * bound * 1e-3, min_knot_slope=1e-3)
+    x, ld = t.forward(h, z)
+    x_ref, ld_ref = ref.forward_and_log_det(z)
+    inside = np.abs(np.asarray(z)) < bound
+    np.testing.assert_allclose(np.asarray(x)[inside], np.asarray(x_ref)[inside], atol=2e-5 * bound)
+    slope = jax.vmap(jax.grad(lambda zi, hi: t.forward(hi[None], zi[None])[0][0]))(z, h)
+    lds = jax.vmap(lambda zi, hi: t.forward(hi[None], zi[None])[1])(z, h)
+    np.testing.assert_allclose(lds, jnp.log(slope), atol=1e-4)
+    np.testing.assert_allclose(ld, jnp.sum(jnp.log(slope)), rtol=1e-4, atol=1e-3)
+    d_end = 1e-3 + jax.nn.softplus(h[:, [2 * bins, 3 * bins]] + np.log(np.expm1(1 - 1e-3)))  # left, right
+    edge = np.sign(np.asarray(z)) * bound
+    want = edge + np.where(np.asarray(z) > 0, d_end[:, 1], d_end[:, 0]) * (np.asarray(z) - edge)
+    np.testing.assert_allclose(np.asarray(x)[~inside], want[~inside], rtol=1e-5, atol=1e-5 * bound)
+    z_back, _ = t.inverse(h, x)
+    assert np.all(np.abs(np.asarray(z_back - z)) <= 2e-5 * bound * (1 + 1 / np.asarray(slope)))
+    ilds = jax.vmap(lambda xi, hi: t.inverse(hi[None], xi[None])[1])(x, h)
+    ok = np.asarray(slope) > 1e-3  # the float32 inverse is ill-conditioned where the spline is flat
+    np.testing.assert_allclose(np.asarray(ilds)[ok], -np.asarray(lds)[ok], atol=1e-3)
+
+
+def test_linear_tails_start_at_the_identity_and_stay_c1():
+    t = flows.rational_quadratic(6, bound=2.0, tails="linear")
+    z = jnp.linspace(-5, 5, 101)
+    x, ld = t.forward(jnp.zeros((101, 19)), z)
+    np.testing.assert_allclose(x, z, atol=1e-6)
+    np.testing.assert_allclose(ld, 0.0, atol=1e-5)
+    h = jnp.tile(1.5 * jax.random.normal(jax.random.PRNGKey(4), (1, 19)), (4, 1))
+    deriv = jax.vmap(jax.grad(lambda zi, hi: t.forward(hi[None], zi[None])[0][0]))
+    for edge in (-2.0, 2.0):
+        s = np.sign(edge)
+        near = jnp.array([edge - 1e-5 * s, edge + 1e-5 * s, edge + 0.5 * s, edge + 3 * s])
+        slopes = np.asarray(deriv(near, h))
+        np.testing.assert_allclose(slopes, slopes[1], rtol=2e-2)  # continuous, then constant in the tail
+        assert abs(slopes[1] - 1.0) > 1e-2  # and learned: not the identity's slope
 
 
 def test_monotone_and_c1_at_the_boundary():
@@ -129,6 +177,8 @@ def test_spline_density_integrates_to_one_in_2d():
         (lambda: flows.rational_quadratic(8, min_bin_width=0.2), r"min_bin_width \* num_bins must be < 1"),
         (lambda: flows.rational_quadratic(8, min_bin_height=0.0), "min_bin_height"),
         (lambda: flows.rational_quadratic(min_derivative=1.0), "min_derivative must be < 1"),
+        (lambda: flows.rational_quadratic(tails="logistic"), "tails must be 'identity' or 'linear'"),
+        (lambda: flows.spline(2, tails="exp"), "tails"),
         (lambda: flows.spline(2, kind="radial"), "unknown kind"),
         (lambda: flows.spline(2, bound=0.0), "bound"),
         (lambda: flows.spline(4, kind="autoregressive", hidden=(2,)), "hidden width"),
@@ -145,3 +195,21 @@ def test_spline_learns_two_moons():
     held_out = _held_out_moons_nll(flows.spline(2, num_layers=3, hidden=(32, 32)), 400)
     assert held_out < 1.55, held_out  # ~1.45 after 300 steps; full size (benchmarks/flows2_numbers.py) <= 1.15
     assert held_out < GAUSSIAN_NLL_2D - 1.0
+
+
+def test_run_configs_record_the_tails_and_old_configs_keep_identity_tails():
+    """`genlearn fit spline` records its tails; a run saved before they were recorded (no "tails" in its
+    config) rebuilds with the identity tails it was trained with, so its saved params still fit."""
+    from genlearn.data import load_dataset
+    from genlearn.flows import run as flow_run
+
+    ds = load_dataset("moons", seed=0)
+    options = flow_run.defaults("spline", ds)
+    assert options["tails"] == "linear"
+    pre = flow_run.preprocess(ds)
+    shapes = lambda p: jax.tree_util.tree_map(jnp.shape, p)  # noqa: E731
+    old = {k: v for k, v in options.items() if k != "tails"}
+    for opts, tails in ((options, "linear"), (old, "identity")):
+        model = flow_run.build("spline", {**opts, "num_layers": 2, "hidden": [8]}, 2, pre)
+        want = flows.spline(2, 2, (8,), bound=opts["bound"], tails=tails).init(jax.random.PRNGKey(0))
+        assert shapes(model.init(jax.random.PRNGKey(0))) == shapes(want)

@@ -28,7 +28,7 @@ FACTORIES = {
     "nice": (flows.nice, ("mask", "base")),
     "maf": (flows.maf, ("order", "base")),  # flows II: autoregressive and spline
     "iaf": (flows.iaf, ("order", "base")),
-    "spline": (flows.spline, ("mask", "bound", "base")),
+    "spline": (flows.spline, ("mask", "bound", "tails", "base")),
     "glow": (flows.glow, ("mask", "base")),  # flows II: glow, cnf
     "cnf": (flows.cnf, ("rtol", "atol", "base", "activation")),
 }
@@ -42,10 +42,14 @@ def _train_cfg(steps, batch_size, learning_rate, weight_decay, num_layers, hidde
             "eval_every": eval_every, "patience": patience, "grad_clip": 1.0, **factory}
 
 
-def _default_base(name: str) -> str:
+def _default_of(name: str, keyword: str):
     import inspect
 
-    return inspect.signature(FACTORIES[name][0]).parameters["base"].default
+    return inspect.signature(FACTORIES[name][0]).parameters[keyword].default
+
+
+def _default_base(name: str) -> str:
+    return _default_of(name, "base")
 
 
 def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
@@ -57,7 +61,10 @@ def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
     The CNF's defaults depend on its ``objective`` (``chosen``, the options the
     user gave): flow matching by default, maximum likelihood on request.
     """
-    return {"base": _default_base(name), **_defaults(name, dataset, chosen or {})}
+    recorded = {"base": _default_base(name)}
+    if name == "spline":
+        recorded["tails"] = _default_of(name, "tails")
+    return {**recorded, **_defaults(name, dataset, chosen or {})}
 
 
 def _defaults(name: str, dataset, chosen: dict) -> dict:
@@ -119,6 +126,8 @@ def build(name: str, options: dict, dim: int, pre: dict):
     factory, keys = FACTORIES[name]
     kwargs = {k: options[k] for k in keys if k in options}
     kwargs.setdefault("base", "normal")  # runs saved before the base was recorded in their config used N(0, I)
+    if name == "spline":
+        kwargs.setdefault("tails", "identity")  # and spline runs saved before the tails were, identity tails
     flow = factory(dim, options["num_layers"], tuple(options["hidden"]), **kwargs)
     return from_flow(flow, outer_bijector(pre, dim), data_init=name == "glow")
 
