@@ -85,11 +85,11 @@ def test_roster_options_and_budgets_depend_on_the_data_kind():
     js = cmp.ROSTER["gan-js"]
     assert cmp._options(js, toy)["r1_weight"] == 0.1 and cmp._options(js, toy)["latent_dim"] == 2
     assert cmp._options(js, pixels) == {"loss": "js"}  # the 2-D toy recipe stays off the digits
-    assert cmp._steps_for(js, toy, None) == (30000, None)
-    # wgan-gp takes half the family's own 2-D toy schedule (32000 steps) and 1500 steps on pixels
-    assert cmp._steps_for(cmp.ROSTER["wgan-gp"], toy, None) == (16000, None)
+    assert cmp._steps_for(js, toy, None) == (20000, None)
+    # wgan-gp takes 3/8 of the family's own 2-D toy schedule (32000 steps) and 1500 steps on pixels
+    assert cmp._steps_for(cmp.ROSTER["wgan-gp"], toy, None) == (12000, None)
     assert cmp._steps_for(cmp.ROSTER["wgan-gp"], pixels, None) == (1500, None)
-    assert cmp._steps_for(js, toy, cmp.parse_budget("90s")) == (30000, 90.0)
+    assert cmp._steps_for(js, toy, cmp.parse_budget("90s")) == (20000, 90.0)
     assert "spline" in cmp.DEFAULT_ROSTER and set(cmp.DEFAULT_ROSTER) <= set(cmp.ROSTER)
     # the toys' faster flow schedules (batch 128, a higher peak rate) stay off the digits
     # NICE trains at its family defaults (24 scanned couplings), 20000 steps on the toys
