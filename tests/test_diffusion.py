@@ -198,6 +198,7 @@ def test_edm_time_grid_spaces_the_noise_to_signal_ratio_as_karras(sde):
     np.testing.assert_array_equal(gd.time_grid(sde, 12), np.linspace(sde.t_min, 1.0, 13))
 
 
+@pytest.mark.slow  # a sampler-quality study (15 s); the EDM grid itself: the test above
 def test_edm_spacing_samples_the_mixture_and_beats_uniform_at_few_steps():
     """With the exact score every sampler on the edm grid draws the mixture (MMD), and a 20-NFE ODE
     on it puts >90 % of a sharp mixture's samples on its modes, where the uniform grid puts <10 %."""
