@@ -48,9 +48,6 @@ def _default_of(name: str, keyword: str):
     return inspect.signature(FACTORIES[name][0]).parameters[keyword].default
 
 
-def _default_base(name: str) -> str:
-    return _default_of(name, "base")
-
 
 def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
     """Defaults per data kind, chosen on held-out data (see benchmarks/foundation_numbers.py).
@@ -61,7 +58,7 @@ def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
     The CNF's defaults depend on its ``objective`` (``chosen``, the options the
     user gave): flow matching by default, maximum likelihood on request.
     """
-    recorded = {"base": _default_base(name)}
+    recorded = {"base": _default_of(name, "base")}
     if name == "spline":
         recorded["tails"] = _default_of(name, "tails")
     return {**recorded, **_defaults(name, dataset, chosen or {})}
