@@ -5,6 +5,17 @@ import os
 # (benchmarks and users keep the default level). Subprocesses and notebook kernels inherit this.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true --xla_backend_optimization_level=0")
 
+# Many tests compile the same programs: the CLI, notebook and multi-process tests in fresh
+# subprocesses, and the two xdist workers each on their own. One persistent compilation cache
+# per test session (a fresh temporary folder: nothing is carried between sessions) lets every
+# process after the first load an executable instead of compiling it again. The controller sets
+# it before it starts the workers, which inherit it, as do the subprocesses.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="genlearn-tests-jax-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+
 import hypothesis
 
 hypothesis.settings.register_profile(
