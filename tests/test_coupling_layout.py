@@ -44,3 +44,42 @@ def test_coordinates_land_where_the_mask_says(name, dim):
     np.testing.assert_allclose(log_det, jnp.sum(u), rtol=1e-6)
     z_back, _ = layer.inverse_and_log_det(params, x)
     np.testing.assert_allclose(z_back, z, atol=1e-5)
+
+
+def test_default_layouts_are_random_above_two_dims_and_alternating_at_two():
+    """mask=None / order=None (the factories' defaults): random halves and orders per layer above 2-D
+    (flowjax's random permutations), alternating ones at 2-D; `genlearn fit` records the resolved value,
+    and a run saved before it did rebuilds with the alternating layout it was trained with."""
+    from genlearn import flows
+    from genlearn.data import load_dataset
+    from genlearn.data.files import from_array
+    from genlearn.flows import run as flow_run
+    from genlearn.flows._common import alternating_masks
+    from genlearn.flows.autoregressive import layer_orders
+
+    for d, mask, order in ((2, "half", "alternate"), (5, "random", "random")):
+        np.testing.assert_array_equal(alternating_masks(d, 4, None, 3), alternating_masks(d, 4, mask, 3))
+        assert layer_orders(d, 4, None, 3) == layer_orders(d, 4, order, 3)
+    assert len({tuple(m) for m in alternating_masks(6, 8, None)}) > 2  # not two alternating halves
+    assert len(set(layer_orders(6, 8, None))) > 2
+    x = jax.random.normal(jax.random.PRNGKey(1), (7, 5))
+    for make, kw in ((flows.realnvp, {"mask": "random"}), (flows.nice, {"mask": "random"}),
+                     (flows.spline, {"mask": "random"}), (flows.iaf, {"order": "random"})):
+        default, explicit = make(5, 2, (8,)), make(5, 2, (8,), **kw)
+        params = perturb(default.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(2), 0.3)
+        np.testing.assert_allclose(default.log_prob(params, x), explicit.log_prob(params, x), rtol=1e-6)
+
+    toy = load_dataset("moons", seed=0)
+    wide = from_array(np.random.default_rng(0).normal(size=(200, 6)) @ np.triu(np.ones((6, 6))))  # a data file
+    for name, keyword, on_toy, on_wide in (("realnvp", "mask", "half", "random"), ("nice", "mask", "half", "random"),
+                                           ("spline", "mask", "half", "random"), ("glow", "mask", "half", "half"),
+                                           ("maf", "order", "alternate", "random"), ("iaf", "order", "alternate", "random")):
+        assert flow_run.defaults(name, toy)[keyword] == on_toy, name
+        assert flow_run.defaults(name, wide)[keyword] == on_wide, name
+    pre, x = flow_run.preprocess(wide), jnp.asarray(wide.test[:5])
+    for name, keyword, then in (("nice", "mask", "half"), ("maf", "order", "alternate")):
+        old = {k: v for k, v in flow_run.defaults(name, wide).items() if k != keyword}  # saved before it was recorded
+        old.update(num_layers=2, hidden=[8])
+        rebuilt, want = flow_run.build(name, old, 6, pre), flow_run.build(name, {**old, keyword: then}, 6, pre)
+        params = perturb(want.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(2), 0.3)
+        np.testing.assert_allclose(rebuilt.log_prob(params, x), want.log_prob(params, x), rtol=1e-6)

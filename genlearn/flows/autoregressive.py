@@ -31,7 +31,7 @@ import numpy as np
 from genlearn.core.bijectors import Bijector, _check_dim, chain, make_bijector
 from genlearn.core.distributions import Distribution, make_base
 from genlearn.core.flow import Flow, make_flow
-from genlearn.flows._common import check_hidden, check_layers
+from genlearn.flows._common import check_hidden, check_layers, default_order
 from genlearn.flows.coupling import Transformer, affine
 from genlearn.flows.made import autoregressive_order, made
 
@@ -133,9 +133,14 @@ inverse_autoregressive = _layer("inverse_autoregressive", True, """One IAF layer
     """)
 
 
-def layer_orders(dim: int, num_layers: int, order: str = "alternate", seed: int = 0) -> list[tuple[int, ...]]:
+def layer_orders(dim: int, num_layers: int, order: str | None = None, seed: int = 0) -> list[tuple[int, ...]]:
     """Per-layer generation orders: "alternate" (natural, reversed, natural, ...)
-    or "random" (an independent permutation per layer, drawn from ``seed``)."""
+    or "random" (an independent permutation per layer, drawn from ``seed``).
+
+    ``None`` (the default) is "random" above two dimensions and "alternate" at two
+    (:func:`genlearn.flows._common.default_order`).
+    """
+    order = default_order(dim, order)
     if order == "alternate":
         return [autoregressive_order(dim, "reversed" if i % 2 else "natural") for i in range(num_layers)]
     if order == "random":
@@ -167,7 +172,7 @@ def _family(name: str, layer: Callable, doc: str) -> Callable[..., Flow]:
         scale: str = "softplus",
         min_scale: float = 1e-2,
         max_log_scale: float = 5.0,
-        order: str = "alternate",
+        order: str | None = None,
         seed: int = 0,
         base: str | Distribution = "student_t",
         activation: str | Callable = "relu",
@@ -183,9 +188,10 @@ def _family(name: str, layer: Callable, doc: str) -> Callable[..., Flow]:
 
 maf = _family("maf", masked_autoregressive, """Masked autoregressive flow (Papamakarios et al. 2017).
 
-    ``num_layers`` MAF layers with the order reversed (``order="alternate"``) or
-    re-drawn from ``seed`` (``order="random"``) between layers. log p(x) costs one
-    MADE pass per layer; sampling d passes per layer (a ``lax.fori_loop``).
+    ``num_layers`` MAF layers with the order re-drawn from ``seed`` (``order="random"``,
+    the default above two dimensions, as flowjax permutes) or reversed
+    (``order="alternate"``, the default at two) between layers; see :func:`layer_orders`.
+    log p(x) costs one MADE pass per layer; sampling d passes per layer (a ``lax.fori_loop``).
 
     Args:
       dim: data dimension, >= 2.
@@ -200,6 +206,9 @@ maf = _family("maf", masked_autoregressive, """Masked autoregressive flow (Papam
       base: "student_t" (the default: a multivariate t with df = 5 d, see
         :func:`genlearn.core.student_t`; it keeps training free of loss spikes), "normal",
         "diag_gaussian", "logistic", or a Distribution.
+      order: None (the default: "random" above two dimensions, "alternate" at two),
+        "alternate" or "random".
+      seed: the seed of ``order="random"``.
       activation: MADE activation.
       context_dim: > 0 for a conditional flow p(x | c).
     """)

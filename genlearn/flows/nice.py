@@ -7,7 +7,7 @@ from typing import Callable
 from genlearn.core.bijectors import _check_dim, chain, repeat, scale
 from genlearn.core.distributions import Distribution, make_base
 from genlearn.core.flow import Flow, make_flow
-from genlearn.flows._common import alternating_masks, check_hidden, check_layers
+from genlearn.flows._common import alternating_masks, check_hidden, check_layers, default_mask
 from genlearn.flows.coupling import coupling, shift
 
 __all__ = ["nice"]
@@ -19,7 +19,7 @@ def nice(
     hidden: tuple[int, ...] = (128, 128),
     *,
     base: str | Distribution = "normal",
-    mask: str = "half",
+    mask: str | None = None,
     seed: int = 0,
     activation: str | Callable = "relu",
     context_dim: int = 0,
@@ -46,8 +46,10 @@ def nice(
       num_layers: number of coupling layers, >= 1.
       hidden: hidden widths of each coupling's MLP conditioner.
       base: "normal", "logistic", "diag_gaussian", or a Distribution.
-      mask: "half" (contiguous halves), "parity" (even/odd coordinates) or
-        "random" (a random half per layer drawn from ``seed``: random permutations).
+      mask: None (the default: "random" above two dimensions, "half" at two; see
+        :func:`genlearn.flows._common.default_mask`), "half" (contiguous halves),
+        "parity" (even/odd coordinates) or "random" (a random half per layer drawn
+        from ``seed``: random permutations, as flowjax permutes between layers).
       seed: the seed of ``mask="random"``.
       activation: conditioner activation.
       context_dim: > 0 for a conditional flow p(x | c): every conditioner also reads c.
@@ -61,6 +63,7 @@ def nice(
     dim = _check_dim(dim, 2, "nice: dim")
     num_layers = check_layers(num_layers)
     hidden = check_hidden(hidden)
+    mask = default_mask(dim, mask)
     masks = alternating_masks(dim, num_layers, mask, seed)
 
     def additive(m):

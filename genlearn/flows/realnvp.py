@@ -22,7 +22,7 @@ def realnvp(
     min_scale: float = 1e-2,
     max_log_scale: float = 5.0,
     base: str | Distribution = "student_t",
-    mask: str = "half",
+    mask: str | None = None,
     seed: int = 0,
     activation: str | Callable = "relu",
     context_dim: int = 0,
@@ -47,8 +47,10 @@ def realnvp(
       base: "student_t" (the default: a multivariate t with df = 5 d, see
         :func:`genlearn.core.student_t`; it keeps training free of loss spikes), "normal",
         "diag_gaussian", "logistic", or a Distribution.
-      mask: "half" (contiguous halves), "parity" (even/odd coordinates) or
-        "random" (a random half per layer drawn from ``seed``: random permutations).
+      mask: None (the default: "random" above two dimensions, "half" at two; see
+        :func:`genlearn.flows._common.default_mask`), "half" (contiguous halves),
+        "parity" (even/odd coordinates) or "random" (a random half per layer drawn
+        from ``seed``: random permutations, as flowjax permutes between layers).
       seed: the seed of ``mask="random"``.
       activation: conditioner activation.
       context_dim: > 0 for a conditional flow p(x | c): every conditioner also reads c.

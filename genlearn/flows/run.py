@@ -15,6 +15,7 @@ import optax
 
 from genlearn import core, flows, registry
 from genlearn.core.model import from_flow
+from genlearn.flows._common import default_mask, default_order
 from genlearn.data import uniform_dequantize
 from genlearn.data.scaling import standardize_stats
 
@@ -66,6 +67,9 @@ def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
 
 def _defaults(name: str, dataset, chosen: dict) -> dict:
     pixels = dataset.discrete_levels is not None
+    # the factories' own defaults, recorded: random halves/orders above 2-D, alternating ones on 2-D
+    dim = int(np.shape(dataset.train)[1])
+    mask, order = default_mask(dim, None), default_order(dim, None)
     small = dict(steps=3000, batch_size=128, learning_rate=1e-3, weight_decay=1e-2, val_fraction=0.15,
                  eval_every=100, patience=10)
     big = dict(steps=20_000, batch_size=256, learning_rate=1e-3, weight_decay=0.0, val_fraction=0.1,
@@ -87,18 +91,19 @@ def _defaults(name: str, dataset, chosen: dict) -> dict:
                 return _train_cfg(num_layers=8, hidden=(32, 32), mask="parity", **{**small, "weight_decay": 0.8})
             return _train_cfg(num_layers=5, hidden=(64, 64), order="random", **small)
         if name == "maf":  # 16 MADE layers, 20k steps: 1.167 standardised on moons vs 1.208 with 8 layers, 10k steps
-            return _train_cfg(num_layers=16, hidden=(128, 128), **big)
+            return _train_cfg(num_layers=16, hidden=(128, 128), order=order, **big)
         if name == "spline":  # bins out to +-4 standardised units; a little weight decay against overfitting
-            return _train_cfg(num_layers=8, hidden=(128, 128), mask="half", bound=4.0,
+            return _train_cfg(num_layers=8, hidden=(128, 128), mask=mask, bound=4.0,
                               **{**big, "weight_decay": 1e-4})
-        return _train_cfg(num_layers=8, hidden=(128, 128), **{**big, "steps": 10_000})
+        return _train_cfg(num_layers=8, hidden=(128, 128), order=order, **{**big, "steps": 10_000})
     if pixels:  # glow: actnorm -> LU linear -> affine coupling steps
         return _train_cfg(num_layers=8, hidden=(32, 32) if name == "nice" else (16, 16), mask="parity", **small)
     if name == "nice":  # volume preserving but for one diagonal scale: depth, not width (24 x 2x64 vs the
         # paper's 4 x 2x128, seed 0: moons 1.373 -> 1.214, ring8 -1.065 -> -2.812, grid25 0.448 -> -0.912),
         # affordable since the couplings are scanned (compiled once)
-        return _train_cfg(num_layers=24, hidden=(64, 64), mask="half", **big)
-    return _train_cfg(num_layers=8, hidden=(128, 128), mask="half", **big)
+        return _train_cfg(num_layers=24, hidden=(64, 64), mask=mask, **big)
+    # glow mixes coordinates by its learned LU linear maps: fixed alternating halves
+    return _train_cfg(num_layers=8, hidden=(128, 128), mask=mask if name == "realnvp" else "half", **big)
 
 
 def preprocess(dataset) -> dict:
@@ -123,6 +128,10 @@ def build(name: str, options: dict, dim: int, pre: dict):
     factory, keys = FACTORIES[name]
     kwargs = {k: options[k] for k in keys if k in options}
     kwargs.setdefault("base", "normal")  # runs saved before the base was recorded in their config used N(0, I)
+    # runs saved before the masks/orders were recorded used the then defaults: alternating halves/orders
+    for keyword, then in (("mask", "half"), ("order", "alternate")):
+        if keyword in keys:
+            kwargs.setdefault(keyword, then)
     if name == "spline":
         kwargs.setdefault("tails", "identity")  # and spline runs saved before the tails were, identity tails
     flow = factory(dim, options["num_layers"], tuple(options["hidden"]), **kwargs)

@@ -175,8 +175,8 @@ def spline(
     min_bin_height: float = 1e-3,
     min_derivative: float = 1e-3,
     tails: str = "linear",
-    mask: str = "half",
-    order: str = "alternate",
+    mask: str | None = None,
+    order: str | None = None,
     seed: int = 0,
     base: str | Distribution = "normal",
     activation: str | Callable = "relu",
@@ -197,9 +197,11 @@ def spline(
         :func:`rational_quadratic`. Linear tails let every layer scale the points
         outside the box: on an 8-d funnel (benchmarks/learning_curves.py) held-out
         KL 1.19 -> 0.77 nats, other targets within noise.
-      mask, seed: the couplings' masks ("half", "parity", or "random" drawn from
-        ``seed``), as for :func:`genlearn.flows.realnvp`; ``order`` and ``seed`` give
-        the autoregressive layers' orders, as for :func:`genlearn.flows.maf`.
+      mask, seed: the couplings' masks (default None: "random" drawn from ``seed``
+        above two dimensions, "half" at two; or "half", "parity", "random"), as for
+        :func:`genlearn.flows.realnvp`; ``order`` and ``seed`` give the autoregressive
+        layers' orders (default None: random above two dimensions, alternating at two),
+        as for :func:`genlearn.flows.maf`.
       base, activation, context_dim: as for :func:`genlearn.flows.realnvp`.
     """
     dim = _check_dim(dim, 2, "spline: dim")
