@@ -84,3 +84,23 @@ def test_default_layouts_are_random_above_two_dims_and_alternating_at_two():
         rebuilt, want = flow_run.build(name, old, 6, pre), flow_run.build(name, {**old, keyword: then}, 6, pre)
         params = perturb(want.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(2), 0.3)
         np.testing.assert_allclose(rebuilt.log_prob(params, x), want.log_prob(params, x), rtol=1e-6)
+
+
+def test_random_halves_transform_every_coordinate():
+    """Independent random halves, but the last is redrawn when an earlier-untouched coordinate would
+    stay untransformed (seed 0, d = 8, 4 layers left coordinate 5 alone); covered layouts are kept."""
+    from genlearn.flows._common import alternating_masks
+
+    for dim, layers in [(3, 2), (5, 2), (7, 3), (8, 4), (9, 5), (16, 3)]:
+        for seed in range(40):
+            masks = np.array(alternating_masks(dim, layers, "random", seed))
+            assert masks.any(axis=0).all(), (dim, layers, seed)
+            np.testing.assert_array_equal(masks.sum(axis=1), dim - dim // 2)
+    for dim in (8, 16, 64):  # the learning-curve layouts cover every coordinate: independent draws kept
+        rng = np.random.default_rng(0)
+        drawn = [half_mask(dim)[rng.permutation(dim)] for _ in range(8)]
+        np.testing.assert_array_equal(alternating_masks(dim, 8, "random", 0), drawn)
+    rng = np.random.default_rng(0)
+    drawn = np.array([half_mask(8)[rng.permutation(8)] for _ in range(4)])
+    assert not drawn.any(axis=0)[5]  # the case the redraw exists for
+    np.testing.assert_array_equal(alternating_masks(8, 4, "random", 0)[:3], drawn[:3])
