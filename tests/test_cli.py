@@ -170,6 +170,10 @@ def test_classical_option_mismatch_and_bad_sample_files(tmp_path, capsys):
     assert "kde: --covariance must be isotropic or full, got tied" in capsys.readouterr().err
     assert main(["fit", "realnvp", "--batch-size", "100000", "--steps", "1", "--out", str(tmp_path / "r")]) == 2
     assert "exceeds the 18000 training rows" in capsys.readouterr().err
+    assert main(["fit", "spline", "--num-bins", "1", "--steps", "1", "--out", str(tmp_path / "s")]) == 2
+    assert "spline: --num-bins must be >= 2, got 1" in capsys.readouterr().err
+    assert main(["fit", "realnvp", "--num-bins", "4", "--steps", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "realnvp does not take --num-bins" in capsys.readouterr().err
     np.save(tmp_path / "flat.npy", np.zeros(5))
     np.save(tmp_path / "ok.npy", np.zeros((5, 2)))
     assert main(["eval", "--samples", str(tmp_path / "flat.npy"), "--reference", str(tmp_path / "ok.npy")]) == 2

@@ -207,10 +207,12 @@ def test_run_configs_record_the_tails_and_old_configs_keep_identity_tails():
     ds = load_dataset("moons", seed=0)
     options = flow_run.defaults("spline", ds)
     assert options["tails"] == "linear"
+    assert options["num_bins"] == flow_run.SPLINE_BINS_2D == 32  # 2-D data: 32 bins per layer
+    assert flow_run.defaults("spline", load_dataset("digits", seed=0))["num_bins"] == 8
     pre = flow_run.preprocess(ds)
     shapes = lambda p: jax.tree_util.tree_map(jnp.shape, p)  # noqa: E731
-    old = {k: v for k, v in options.items() if k != "tails"}
-    for opts, tails in ((options, "linear"), (old, "identity")):
+    old = {k: v for k, v in options.items() if k not in ("tails", "num_bins")}  # saved before either was recorded
+    for opts, tails, bins in ((options, "linear", 32), (old, "identity", 8)):
         model = flow_run.build("spline", {**opts, "num_layers": 2, "hidden": [8]}, 2, pre)
-        want = flows.spline(2, 2, (8,), bound=opts["bound"], tails=tails).init(jax.random.PRNGKey(0))
+        want = flows.spline(2, 2, (8,), bound=opts["bound"], tails=tails, num_bins=bins).init(jax.random.PRNGKey(0))
         assert shapes(model.init(jax.random.PRNGKey(0))) == shapes(want)
