@@ -100,11 +100,10 @@ def _defaults(name: str, dataset, chosen: dict) -> dict:
             # axis sit ~0.7 standardised units apart, closer than 8 bins' width of 1; SPLINE_BINS_2D), which
             # learn as much in 10k steps as in 20k (seed 0, gap to the truth, 20k -> 10k: moons 0.028 -> 0.023,
             # ring8 0.020 -> 0.021, grid25 0.033 -> 0.032) at about twice 8 bins' cost per step
-            if dim == 2:
-                return _train_cfg(num_layers=8, hidden=(128, 128), mask=mask, bound=4.0, num_bins=SPLINE_BINS_2D,
-                                  **{**big, "steps": 10_000, "weight_decay": 1e-4})
-            return _train_cfg(num_layers=8, hidden=(128, 128), mask=mask, bound=4.0, num_bins=8,
-                              **{**big, "weight_decay": 1e-4})
+            two_d = dim == 2
+            return _train_cfg(num_layers=8, hidden=(128, 128), mask=mask, bound=4.0,
+                              num_bins=SPLINE_BINS_2D if two_d else 8,
+                              **{**big, "steps": 10_000 if two_d else big["steps"], "weight_decay": 1e-4})
         return _train_cfg(num_layers=8, hidden=(128, 128), order=order, **{**big, "steps": 10_000})
     if pixels:  # glow: actnorm -> LU linear -> affine coupling steps
         return _train_cfg(num_layers=8, hidden=(32, 32) if name == "nice" else (16, 16), mask="parity", **small)
