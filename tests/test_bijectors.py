@@ -38,6 +38,7 @@ BIJECTORS = {
     "repeat": (lambda d: core.repeat(core.chain(flows.coupling(d, flows.affine(), hidden=H), core.reverse(d)), 3),
                1.0, 0.02),
     "realnvp": (lambda d: flows.realnvp(d, num_layers=2, hidden=H).bijector, 1.0, 0.02),
+    "realnvp_odd_depth": (lambda d: flows.realnvp(d, num_layers=3, hidden=H, mask="parity").bijector, 1.0, 0.02),
     "realnvp_random_masks": (lambda d: flows.realnvp(d, num_layers=3, hidden=H, mask="random", seed=4).bijector,
                              1.0, 0.02),
     # flows II: autoregressive and spline (MADE widths must be >= d; bound 2 puts some inputs in the tails)
@@ -60,7 +61,8 @@ BIJECTORS = {
 # every d = 2 case, under `pytest -m slow`: most of each case's time is compiling it (the 2-D flows
 # also train in tests/test_stability.py, where their log-densities must learn ring8).
 DIMS = (2, 5, 64)
-COMPOSITES = ("chain", "nice", "nice_odd_depth", "repeat", "realnvp", "realnvp_random_masks", "maf", "glow")
+COMPOSITES = ("chain", "nice", "nice_odd_depth", "repeat", "realnvp", "realnvp_odd_depth", "realnvp_random_masks", "maf",
+              "glow")
 
 
 def _case(name, d):

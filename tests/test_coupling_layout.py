@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from genlearn import flows
 from genlearn.flows import affine, coupling, half_mask, parity_mask
 from genlearn.nn import MLP
 from tests.helpers import perturb
@@ -104,3 +105,52 @@ def test_random_halves_transform_every_coordinate():
     drawn = np.array([half_mask(8)[rng.permutation(8)] for _ in range(4)])
     assert not drawn.any(axis=0)[5]  # the case the redraw exists for
     np.testing.assert_array_equal(alternating_masks(8, 4, "random", 0)[:3], drawn[:3])
+
+
+SCANNED = {  # name -> flow(num_layers, scan): every factory whose alternating layers are one scanned pair
+    "realnvp": lambda n, scan: flows.realnvp(2, n, (8,), scan=scan),
+    "maf": lambda n, scan: flows.maf(2, n, (8,), scan=scan),
+    "iaf": lambda n, scan: flows.iaf(2, n, (8,), scan=scan),
+    "spline": lambda n, scan: flows.spline(2, n, (8,), scan=scan),
+    "spline_autoregressive": lambda n, scan: flows.spline(2, n, (8,), kind="autoregressive", scan=scan),
+    "realnvp_parity_5d": lambda n, scan: flows.realnvp(5, n, (8,), mask="parity", scan=scan),
+}
+
+
+@pytest.mark.parametrize("name", list(SCANNED))
+@pytest.mark.parametrize("num_layers", [4, 5])
+def test_alternating_layers_are_one_scanned_pair(name, num_layers):
+    """With alternating masks or orders the layers are one pair repeated under lax.scan (params stacked
+    along a leading axis; an odd depth ends with one more layer): the same density and samples as the
+    unrolled layers holding the same params."""
+    scanned, unrolled = SCANNED[name](num_layers, True), SCANNED[name](num_layers, False)
+    params = perturb(scanned.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.3)
+    (first, second), *last = params["bijector"]
+    assert jax.tree_util.tree_leaves(first)[0].shape[0] == num_layers // 2  # stacked, not a list of layers
+    layers = [jax.tree_util.tree_map(lambda a, i=i: a[i], pair) for i in range(num_layers // 2)
+              for pair in (first, second)] + last
+    flat = {**params, "bijector": tuple(layers)}
+    assert jax.tree_util.tree_structure(flat) == jax.tree_util.tree_structure(unrolled.init(jax.random.PRNGKey(0)))
+    d = scanned.dim
+    x = jax.random.normal(jax.random.PRNGKey(2), (9, d)) * 2.0
+    np.testing.assert_allclose(scanned.log_prob(params, x), unrolled.log_prob(flat, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scanned.sample(params, jax.random.PRNGKey(3), 9),
+                               unrolled.sample(flat, jax.random.PRNGKey(3), 9), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["realnvp", "maf", "iaf", "spline"])
+def test_fit_records_the_scan_and_old_runs_rebuild_unrolled(name):
+    """`genlearn fit` records scan=True; a run saved before it (no "scan" in its options) rebuilds
+    unrolled, the params layout it was saved with, so its checkpoint still restores."""
+    from genlearn.data import load_dataset
+    from genlearn.flows import run as flow_run
+
+    moons = load_dataset("moons", seed=0)
+    options = {**flow_run.defaults(name, moons), "num_layers": 4, "hidden": [8]}
+    assert options["scan"] is True
+    pre, x = flow_run.preprocess(moons), jnp.asarray(moons.train[:8])
+    old = {k: v for k, v in options.items() if k != "scan"}  # saved before the scan was recorded
+    for opts, scan in ((options, True), (old, False)):
+        got = flow_run.build(name, opts, 2, pre).init(jax.random.PRNGKey(0), x)
+        want = SCANNED[name](4, scan).init(jax.random.PRNGKey(0))
+        assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want), (name, scan)

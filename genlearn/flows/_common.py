@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from genlearn.core.bijectors import chain, repeat
 from genlearn.flows.coupling import half_mask, parity_mask
 
 _MASKS = {"half": half_mask, "parity": parity_mask}
@@ -78,3 +79,18 @@ def alternating_masks(dim: int, num_layers: int, mask: str | None, seed: int = 0
     if mask not in _MASKS:
         raise ValueError(f"unknown mask {mask!r}; choose one of {sorted(_MASKS) + ['random']}")
     return [_MASKS[mask](dim, swap=bool(i % 2)) for i in range(num_layers)]
+
+
+def stacked_layers(make, specs: list, periodic: bool, scan: bool = True) -> list:
+    """The layers ``make(spec)`` for each of ``specs`` (masks or orders), as a list for ``chain``.
+
+    When the specs alternate with period 2 (``periodic``: alternating halves, parities or
+    orders) and ``scan``, the first pair is one block repeated ``len(specs) // 2`` times under
+    ``lax.scan`` (:func:`genlearn.core.repeat`: params stacked along a leading axis, traced and
+    compiled once at any depth), followed by one more ``make(specs[0])`` for an odd count.
+    Otherwise (random masks or orders differ from layer to layer) one layer per spec, unrolled.
+    """
+    if not (scan and periodic) or len(specs) == 1:
+        return [make(s) for s in specs]
+    layers = [repeat(chain(make(specs[0]), make(specs[1])), len(specs) // 2)]
+    return layers + ([make(specs[0])] if len(specs) % 2 else [])

@@ -31,7 +31,7 @@ import numpy as np
 from genlearn.core.bijectors import Bijector, _check_dim, chain, make_bijector
 from genlearn.core.distributions import Distribution, make_base
 from genlearn.core.flow import Flow, make_flow
-from genlearn.flows._common import check_hidden, check_layers, default_order
+from genlearn.flows._common import check_hidden, check_layers, default_order, stacked_layers
 from genlearn.flows.coupling import Transformer, affine
 from genlearn.flows.made import autoregressive_order, made
 
@@ -149,14 +149,16 @@ def layer_orders(dim: int, num_layers: int, order: str | None = None, seed: int 
     raise ValueError(f"unknown layer order {order!r}; choose 'alternate' or 'random'")
 
 
-def _flow(name, layer, dim, num_layers, hidden, transformer, order, seed, base, activation, context_dim):
+def _flow(name, layer, dim, num_layers, hidden, transformer, order, seed, base, activation, context_dim, scan):
     dim = _check_dim(dim, 2, f"{name}: dim")
     num_layers = check_layers(num_layers)
     hidden = check_hidden(hidden)
-    layers = [
-        layer(dim, transformer, hidden=hidden, order=o, context_dim=context_dim, activation=activation)
-        for o in layer_orders(dim, num_layers, order, seed)
-    ]
+    order = default_order(dim, order)
+
+    def make(o):
+        return layer(dim, transformer, hidden=hidden, order=o, context_dim=context_dim, activation=activation)
+
+    layers = stacked_layers(make, layer_orders(dim, num_layers, order, seed), periodic=order == "alternate", scan=scan)
     return make_flow(make_base(base, dim), chain(*layers))
 
 
@@ -177,9 +179,10 @@ def _family(name: str, layer: Callable, doc: str) -> Callable[..., Flow]:
         base: str | Distribution = "student_t",
         activation: str | Callable = "relu",
         context_dim: int = 0,
+        scan: bool = True,
     ) -> Flow:
         t = affine(scale, min_scale=min_scale, max_log_scale=max_log_scale) if transformer is None else transformer
-        return _flow(name, layer, dim, num_layers, hidden, t, order, seed, base, activation, context_dim)
+        return _flow(name, layer, dim, num_layers, hidden, t, order, seed, base, activation, context_dim, scan)
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = doc
@@ -211,6 +214,12 @@ maf = _family("maf", masked_autoregressive, """Masked autoregressive flow (Papam
       seed: the seed of ``order="random"``.
       activation: MADE activation.
       context_dim: > 0 for a conditional flow p(x | c).
+      scan: with ``order="alternate"`` (the default at two dimensions) the natural/reversed
+        pair of layers is one block repeated ``num_layers // 2`` times under ``lax.scan``
+        (:func:`genlearn.core.repeat`; params stacked along a leading axis), so a deep flow
+        compiles as fast as a shallow one (on ring8, 16 MAF layers: 16 s of compiling its
+        training chunk unrolled). ``False`` unrolls them (one params entry per layer; runs
+        saved before the scan rebuild so). Random orders are always unrolled.
     """)
 
 iaf = _family("iaf", inverse_autoregressive, """Inverse autoregressive flow (Kingma et al. 2016).

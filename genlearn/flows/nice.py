@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from genlearn.core.bijectors import _check_dim, chain, repeat, scale
+from genlearn.core.bijectors import _check_dim, chain, scale
 from genlearn.core.distributions import Distribution, make_base
 from genlearn.core.flow import Flow, make_flow
-from genlearn.flows._common import alternating_masks, check_hidden, check_layers, default_mask
+from genlearn.flows._common import alternating_masks, check_hidden, check_layers, default_mask, stacked_layers
 from genlearn.flows.coupling import coupling, shift
 
 __all__ = ["nice"]
@@ -70,9 +70,5 @@ def nice(
         return coupling(dim, shift(), mask=m, hidden=hidden, activation=activation, context_dim=context_dim,
                         last_init_scale=init_scale)
 
-    if mask == "random" or num_layers == 1:
-        layers = [additive(m) for m in masks]
-    else:  # the masks alternate with period 2: one pair of couplings, scanned (compiled once at any depth)
-        layers = [repeat(chain(additive(masks[0]), additive(masks[1])), num_layers // 2)]
-        layers += [additive(masks[0])] if num_layers % 2 else []
+    layers = stacked_layers(additive, masks, periodic=mask != "random")
     return make_flow(make_base(base, dim), chain(*layers, scale(dim)))

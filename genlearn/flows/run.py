@@ -25,15 +25,17 @@ LOGIT_ALPHA = 0.05
 
 # name -> (factory(dim, num_layers, hidden, **kw), the factory keywords its options may hold)
 FACTORIES = {
-    "realnvp": (flows.realnvp, ("mask", "base")),
+    "realnvp": (flows.realnvp, ("mask", "base", "scan")),
     "nice": (flows.nice, ("mask", "base")),
-    "maf": (flows.maf, ("order", "base")),  # flows II: autoregressive and spline
-    "iaf": (flows.iaf, ("order", "base")),
-    "spline": (flows.spline, ("mask", "bound", "num_bins", "tails", "base")),
+    "maf": (flows.maf, ("order", "base", "scan")),  # flows II: autoregressive and spline
+    "iaf": (flows.iaf, ("order", "base", "scan")),
+    "spline": (flows.spline, ("mask", "bound", "num_bins", "tails", "base", "scan")),
     "glow": (flows.glow, ("mask", "base")),  # flows II: glow, cnf
     "cnf": (flows.cnf, ("rtol", "atol", "base", "activation")),
 }
 BASES = ("normal", "student_t", "logistic", "diag_gaussian")
+# the factories whose alternating layers are one scanned pair (`scan=True`); runs saved before it rebuild unrolled
+SCANNED = ("realnvp", "maf", "iaf", "spline")
 SPLINE_BINS_2D = 32  # `genlearn fit spline`'s bins on 2-D data (defaults table: grid25 +0.956 -> +0.033 nats)
 
 
@@ -64,6 +66,8 @@ def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
     recorded = {"base": _default_of(name, "base")}
     if name == "spline":
         recorded["tails"] = _default_of(name, "tails")
+    if name in SCANNED:
+        recorded["scan"] = True
     return {**recorded, **_defaults(name, dataset, chosen or {})}
 
 
@@ -143,6 +147,8 @@ def build(name: str, options: dict, dim: int, pre: dict):
     for keyword, then in (("mask", "half"), ("order", "alternate")):
         if keyword in keys:
             kwargs.setdefault(keyword, then)
+    if name in SCANNED:
+        kwargs.setdefault("scan", False)  # and runs saved before the layers were scanned, unrolled
     if name == "spline":
         kwargs.setdefault("tails", "identity")  # and spline runs saved before the tails were, identity tails
         kwargs.setdefault("num_bins", 8)  # and before the bins were, 8

@@ -32,7 +32,8 @@ import numpy as np
 from genlearn.core.bijectors import _check_dim, chain
 from genlearn.core.distributions import Distribution, make_base
 from genlearn.core.flow import Flow, make_flow
-from genlearn.flows._common import alternating_masks, check_hidden, check_layers
+from genlearn.flows._common import (alternating_masks, check_hidden, check_layers, default_mask, default_order,
+                                    stacked_layers)
 from genlearn.flows.autoregressive import layer_orders, masked_autoregressive
 from genlearn.flows.coupling import Transformer, coupling
 
@@ -181,6 +182,7 @@ def spline(
     base: str | Distribution = "normal",
     activation: str | Callable = "relu",
     context_dim: int = 0,
+    scan: bool = True,
 ) -> Flow:
     """Neural spline flow: ``num_layers`` rational-quadratic spline layers.
 
@@ -202,19 +204,24 @@ def spline(
         :func:`genlearn.flows.realnvp`; ``order`` and ``seed`` give the autoregressive
         layers' orders (default None: random above two dimensions, alternating at two),
         as for :func:`genlearn.flows.maf`.
-      base, activation, context_dim: as for :func:`genlearn.flows.realnvp`.
+      base, activation, context_dim, scan: as for :func:`genlearn.flows.realnvp` (alternating
+        masks or orders: one scanned pair of layers; random ones are unrolled).
     """
     dim = _check_dim(dim, 2, "spline: dim")
     num_layers = check_layers(num_layers)
     hidden = check_hidden(hidden)
     t = rational_quadratic(num_bins, bound, min_bin_width, min_bin_height, min_derivative, tails)
     if kind == "coupling":
-        layers = [coupling(dim, t, mask=m, hidden=hidden, activation=activation, context_dim=context_dim)
-                  for m in alternating_masks(dim, num_layers, mask, seed)]
+        mask = default_mask(dim, mask)
+        layers = stacked_layers(
+            lambda m: coupling(dim, t, mask=m, hidden=hidden, activation=activation, context_dim=context_dim),
+            alternating_masks(dim, num_layers, mask, seed), periodic=mask != "random", scan=scan)
     elif kind == "autoregressive":
-        layers = [masked_autoregressive(dim, t, hidden=hidden, order=o, activation=activation,
-                                        context_dim=context_dim)
-                  for o in layer_orders(dim, num_layers, order, seed)]
+        order = default_order(dim, order)
+        layers = stacked_layers(
+            lambda o: masked_autoregressive(dim, t, hidden=hidden, order=o, activation=activation,
+                                            context_dim=context_dim),
+            layer_orders(dim, num_layers, order, seed), periodic=order == "alternate", scan=scan)
     else:
         raise ValueError(f"spline: unknown kind {kind!r}; choose 'coupling' or 'autoregressive'")
     return make_flow(make_base(base, dim), chain(*layers))
