@@ -158,12 +158,12 @@ def _not_applicable(entry: Entry, dataset) -> str | None:
 
 
 def _fit_one(entry: Entry, dataset, out: str, steps: int | None, max_seconds: float | None, seed: int,
-             progress: bool) -> None:
-    """Fits one roster entry into the run directory ``out`` (`genlearn.runs.fit`)."""
+             progress: bool) -> dict:
+    """Fits one roster entry into the run directory ``out`` (`genlearn.runs.fit`); returns its metrics."""
     from genlearn.runs import fit
 
-    fit(entry.family, dataset, _options(entry, dataset), out=out, seed=seed, steps=steps, max_seconds=max_seconds,
-        progress=progress)
+    return fit(entry.family, dataset, _options(entry, dataset), out=out, seed=seed, steps=steps,
+               max_seconds=max_seconds, progress=progress)[2]
 
 
 def roster_entry(name: str) -> Entry:
@@ -263,6 +263,8 @@ def compare(data: str | Dataset = "ring8", models: list[str] | tuple[str, ...] |
       progress: show per-model training progress bars.
       log: where progress lines go.
     """
+    import jax
+
     from genlearn import plotting, registry
     from genlearn.data import DATASETS, FILE_SUFFIXES, load_dataset, load_file
     from genlearn.runs import evaluate_run, load
@@ -296,16 +298,20 @@ def compare(data: str | Dataset = "ring8", models: list[str] | tuple[str, ...] |
         log(f"[{i}/{len(models)}] {name}: fitting" + (f" ({steps} steps)" if steps else ""))
         t0 = time.perf_counter()
         try:
-            _fit_one(entry, dataset, run_dir, steps, max_seconds, seed, progress)
+            fitted = _fit_one(entry, dataset, run_dir, steps, max_seconds, seed, progress)
             row["train_seconds"] = time.perf_counter() - t0
             run = load(run_dir)
-            metrics = evaluate_run(run_dir, seed=seed, num_samples=num_samples, run=run, dataset=dataset)
+            # one draw of samples for the metrics and the panel; the test NLL the fit measured
+            n = num_samples or min(len(dataset.test), 5000)
+            samples = np.asarray(run.sample(jax.random.PRNGKey(seed + 7), max(n, 2000 if run.dim == 2 else 25)))
+            metrics = evaluate_run(run_dir, seed=seed, run=run, dataset=dataset, samples=samples[:n],
+                                   fit_metrics=fitted)
             row.update({k: v for k, v in metrics.items() if k not in ("model", "family")})
             row["status"] = "ok"
-            samples = run.sample(__import__("jax").random.PRNGKey(seed + 7), 2000 if run.dim == 2 else 25)
-            sample_panels.append((name, np.asarray(samples)))
+            sample_panels.append((name, samples[:2000] if run.dim == 2 else samples[:25]))
             if run.log_prob is not None and run.dim == 2:
-                density_panels.append((name, run.log_prob))
+                grid = os.path.join(run_dir, "density.npz")  # written by the fit on the same test split's grid
+                density_panels.append((name, np.load(grid)["log_density"] if os.path.exists(grid) else run.log_prob))
             log(f"[{i}/{len(models)}] {name}: done in {row['train_seconds']:.0f} s"
                 + (f", test NLL {row['test_nll']:.4f}" if row.get("test_nll") is not None else "")
                 + (f", W2 {row['w2_exact']:.4f}" if "w2_exact" in row else ""))

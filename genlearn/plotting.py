@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["plot_digit_grid", "plot_loss", "robust_ylim", "plot_sample_panels", "plot_density_panels",
-           "plot_digit_panels"]
+           "grid_log_density", "plot_digit_panels"]
 
 
 def _plt():
@@ -215,13 +215,29 @@ def plot_sample_panels(panels: list[tuple[str, np.ndarray]], data: np.ndarray, p
     _save(fig, path)
 
 
-def plot_density_panels(panels: list[tuple[str, Callable[[np.ndarray], np.ndarray]]], data: np.ndarray,
-                        path: str, resolution: int = 120) -> None:
-    """One density heat map per model with a density (2-D)."""
+def grid_log_density(log_prob: Callable[[np.ndarray], np.ndarray], data: np.ndarray,
+                     resolution: int = 120) -> np.ndarray:
+    """``log_prob`` on the ``(resolution**2, 2)`` grid of :func:`plot_density_panels` for ``data``
+    (its 0.5-99.5 % box, padded by 20 %), as float64; pass it as a panel to plot it again."""
+    return np.asarray(log_prob(_density_grid(data, resolution, 0.2)[2]), dtype=float)
+
+
+def plot_density_panels(panels: list[tuple[str, Callable[[np.ndarray], np.ndarray] | np.ndarray]],
+                        data: np.ndarray, path: str, resolution: int = 120) -> None:
+    """One density heat map per model with a density (2-D).
+
+    Each panel is ``(title, log_prob)``, a batched log-density evaluated on the grid
+    covering ``data``, or ``(title, values)``: those log-densities already evaluated
+    (:func:`grid_log_density` with the same ``data`` and ``resolution``).
+    """
     fig, axes = _grid_axes(len(panels))
     gx, gy, grid = _density_grid(data, resolution, 0.2)
     for ax, (name, log_prob) in zip(axes, panels):
-        dens = np.exp(np.asarray(log_prob(grid), dtype=float)).reshape(resolution, resolution)
+        values = np.asarray(log_prob(grid) if callable(log_prob) else log_prob, dtype=float)
+        if values.size != resolution * resolution:
+            raise ValueError(f"plot_density_panels: panel {name!r} has {values.size} log-densities, "
+                             f"the grid {resolution * resolution}")
+        dens = np.exp(values).reshape(resolution, resolution)
         ax.imshow(np.nan_to_num(dens), origin="lower", extent=(gx[0], gx[-1], gy[0], gy[-1]), cmap="viridis",
                   aspect="auto")
         ax.set_title(name, fontsize=10)

@@ -206,10 +206,12 @@ def _write_figures(out: str, name: str, model: Model, params, dataset: Dataset, 
     samples = np.asarray(model.sample(params, jax.random.PRNGKey(seed + 2), 2000))
     if model.dim == 2:
         plotting.plot_sample_panels([(f"{name} samples", samples)], dataset.test, os.path.join(out, "samples.png"))
-        if model.log_prob is not None:
+        if model.log_prob is not None:  # density.npz: the log-densities behind density.png (`genlearn compare`
+            # plots them again rather than evaluate the model on the grid twice)
             lp = _log_prob_fn(model, jax.random.PRNGKey(seed + 3))
-            plotting.plot_density_panels([(f"{name} density", lambda g: lp(params, jnp.asarray(g)))], dataset.test,
-                                         os.path.join(out, "density.png"))
+            grid = plotting.grid_log_density(lambda g: lp(params, jnp.asarray(g)), dataset.test)
+            np.savez(os.path.join(out, "density.npz"), log_density=grid)
+            plotting.plot_density_panels([(f"{name} density", grid)], dataset.test, os.path.join(out, "density.png"))
     elif levels is not None and math.isqrt(model.dim) ** 2 == model.dim:  # square images
         plotting.plot_digit_grid(_images(model, samples, levels), os.path.join(out, "samples.png"), levels=levels,
                                  title=f"{name} samples")
@@ -379,7 +381,8 @@ def load(run_dir: str) -> LoadedRun:
 
 
 def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
-                 run: LoadedRun | None = None, dataset: Dataset | None = None) -> dict:
+                 run: LoadedRun | None = None, dataset: Dataset | None = None, samples: Any = None,
+                 fit_metrics: dict | None = None) -> dict:
     """Every metric that applies to a saved run, against its dataset's test split.
 
     Draws ``num_samples`` samples (default: the test size, at most 5000; for
@@ -391,6 +394,10 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
 
     The run's dataset is reloaded (a user's file: from its recorded source, a
     RunError when the file is gone or changed) unless ``dataset`` is given.
+    ``samples``: the model's samples, already drawn (``run.sample``), instead of
+    drawing ``num_samples``. ``fit_metrics``: the metrics :func:`fit` returned for
+    this run (its metrics.json); their test NLL (and bits/dim, stderr) is taken
+    instead of evaluated again, the same computation on the same test split.
     """
     from genlearn.metrics import evaluate
 
@@ -405,13 +412,17 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
     test = np.asarray(dataset.test)
     n = num_samples or min(len(test), 5000)
     k_sample, k_eval, k_nll = jax.random.split(jax.random.PRNGKey(seed), 3)
-    samples = run.sample(k_sample, n)
+    samples = run.sample(k_sample, n) if samples is None else np.asarray(samples)
     if not np.all(np.isfinite(samples)):
         raise FloatingPointError(f"run {run_dir!r} produced non-finite samples")
     levels = cfg.get("discrete_levels")
     rows: dict = {"family": run.family, "data": cfg["data"]}
     if run.model.log_prob is not None:
-        te = evaluate_nll(run.model, run.params, test, levels=levels, key=k_nll)
+        if fit_metrics is not None and "test_nll" in fit_metrics:
+            te = {"nll": fit_metrics["test_nll"], "bits_per_dim": fit_metrics.get("test_bits_per_dim"),
+                  "nll_stderr": fit_metrics.get("test_nll_stderr")}
+        else:
+            te = evaluate_nll(run.model, run.params, test, levels=levels, key=k_nll)
         rows["test_nll"] = te["nll"]
         if levels is not None and te["nll"] is not None:
             rows["test_bits_per_dim"] = te["bits_per_dim"]

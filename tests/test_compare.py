@@ -3,10 +3,14 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from genlearn import compare as cmp
 from genlearn.cli import main
+from genlearn.data import load_dataset
+from genlearn.plotting import _density_grid
+from genlearn.runs import load
 
 
 def test_parse_budget():
@@ -51,6 +55,16 @@ def test_compare_writes_leaderboard_figures_and_survives_failures(tmp_path, monk
             assert key in r, (r["model"], key)
     # the well-specified GMM beats a 40-step RealNVP on held-out likelihood
     by_name = {r["model"]: r for r in ok}
+    for name in ("gmm", "realnvp"):  # the test NLL the fit measured (its metrics.json), not evaluated again,
+        # and the density panel from the fit's grid: the run's own log-density on it
+        run_dir = os.path.join(out, "runs", name)
+        fitted = json.load(open(os.path.join(run_dir, "metrics.json")))
+        assert by_name[name]["test_nll"] == fitted["test_nll"]
+        run = load(run_dir)
+        grid = np.load(os.path.join(run_dir, "density.npz"))["log_density"]
+        ds = load_dataset("moons")
+        np.testing.assert_allclose(grid, np.asarray(run.log_prob(_density_grid(np.asarray(ds.test), 120, 0.2)[2])),
+                                   rtol=1e-4, atol=1e-4)
     assert by_name["gmm"]["test_nll"] < by_name["realnvp"]["test_nll"]
     md = open(os.path.join(out, "leaderboard.md")).read()
     assert "| ghost | unavailable |" in md and "simulated failure" in open(os.path.join(out, "report.md")).read()

@@ -80,3 +80,25 @@ def test_degenerate_histories_write_a_png(tmp_path, history):
     path = tmp_path / "run" / "loss.png"
     plot_loss(history, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_density_panels_take_a_callable_or_its_grid_values(tmp_path):
+    """`grid_log_density` is the callable on the panel grid; a panel of those values plots the same
+    figure (runs write them to density.npz for `genlearn compare`); values for another grid are refused."""
+    from genlearn.plotting import grid_log_density, plot_density_panels
+
+    data = np.random.default_rng(0).normal(size=(500, 2))
+
+    def log_prob(g):
+        return -0.5 * np.sum(np.asarray(g) ** 2, axis=1) - np.log(2 * np.pi)
+
+    values = grid_log_density(log_prob, data, resolution=30)
+    lo, hi = np.percentile(data, [0.5, 99.5], axis=0)
+    corner = np.array([lo[0] - 0.2 * (hi - lo)[0], lo[1] - 0.2 * (hi - lo)[1]])
+    assert values.shape == (900,) and values[0] == pytest.approx(log_prob(corner[None])[0], rel=1e-5)
+    a, b = str(tmp_path / "a.png"), str(tmp_path / "b.png")
+    plot_density_panels([("f", log_prob)], data, a, resolution=30)
+    plot_density_panels([("f", values)], data, b, resolution=30)
+    assert open(a, "rb").read() == open(b, "rb").read()
+    with pytest.raises(ValueError, match="panel 'f' has 900 log-densities, the grid 1600"):
+        plot_density_panels([("f", values)], data, b, resolution=40)
