@@ -111,3 +111,4 @@ def test_roster_options_and_budgets_depend_on_the_data_kind():
     for name in ("realnvp", "maf"):
         assert cmp._options(cmp.ROSTER[name], toy)["batch_size"] == 128, name
         assert cmp._options(cmp.ROSTER[name], pixels) == {}, name
+    assert "learning_rate" not in cmp._options(cmp.ROSTER["realnvp"], toy)  # its 24 couplings learn at 1e-3
