@@ -59,7 +59,8 @@ def realnvp(
         alternating pair of couplings is one block repeated ``num_layers // 2`` times under
         ``lax.scan`` (:func:`genlearn.core.repeat`; its params are stacked along a leading
         axis), so a deep RealNVP compiles as fast as a shallow one, as NICE does. ``False``
-        unrolls the layers (one params entry per layer; runs saved before the scan rebuild so).
+        unrolls the layers (one params entry per layer; runs saved before the scan rebuild so),
+        which runs each step 6-18 % faster on CPU (docs/ARCHITECTURE.md) at a longer compile.
         Random masks differ from layer to layer and are always unrolled.
     """
     dim = _check_dim(dim, 2, "realnvp: dim")
