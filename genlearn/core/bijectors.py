@@ -253,7 +253,9 @@ def repeat(bijector: Bijector, n: int) -> Bijector:
             v, ld = f(p, v, context if conditional else None)
             return (v, total + ld.astype(total.dtype)), None
 
-        (v, total), _ = jax.lax.scan(body, (v, jnp.zeros((), v.dtype)), params, reverse=reverse)
+        # the log-det carry starts as zeros_like(v): under shard_map it is then varying over v's
+        # manual axes, as the body's output is (a plain zeros(()) is not, and scan refuses the mismatch)
+        (v, total), _ = jax.lax.scan(body, (v, jnp.zeros_like(v, shape=())), params, reverse=reverse)
         return v, total
 
     def apply_and_log_det(params, z, context=None):

@@ -70,7 +70,7 @@ def _autoregressive(name, dim, transformer, hidden, order, seed, context_dim, ac
                 out, _ = carry
                 return step(_h(params, out, context), y)
 
-            init_carry = (jnp.zeros_like(y), jnp.zeros((), y.dtype))
+            init_carry = (jnp.zeros_like(y), jnp.zeros_like(y, shape=()))  # varying as y under shard_map
             return jax.lax.fori_loop(0, dim, body, init_carry)
 
         return f
