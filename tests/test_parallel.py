@@ -76,6 +76,7 @@ SCRIPT = textwrap.dedent(r'''
         p3, s3, l3 = pm(p3, s3, sb, None)
     out["dp_step_flow"] = tree_diff(p1, p2)
     out["pmap_step_flow"] = tree_diff(p1, p3)
+    out["pmap_opt_state"] = tree_diff(s1, s3)  # Adam's moments: the mean gradient, not D times it
     out["dp_opt_state"] = tree_diff(s1, s2)
 
     # --- a GAN: genlearn.gan's min-max step (critic and generator updates) ----
@@ -172,6 +173,7 @@ def test_four_devices_match_one(tmp_path):
     assert r["dp_step_flow"] < TOL, r
     assert r["dp_opt_state"] < TOL, r
     assert r["pmap_step_flow"] < 1e-5, r
+    assert r["pmap_opt_state"] < 1e-5, r  # Adam's update is scale-free, its moments are not
     # the GAN min-max step and the EBM's Langevin step
     assert r["gan_moved"] > 1e-3
     assert r["gan"] < TOL, r
