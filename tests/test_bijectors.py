@@ -252,3 +252,40 @@ def test_wrong_shapes_are_named():
         bij.apply(params, jnp.zeros(2))
     with pytest.raises(ValueError, match=r"got shape \(4, 3\)"):
         bij.inverse(params, jnp.zeros((4, 3)))
+
+
+def test_softplus_scale_is_bounded_above_and_unchanged_below_one():
+    """s = softplus(raw + c) + floor, its log soft-bounded above by B: exact for s <= 1, e^B at most."""
+    bound, floor = 5.0, 1e-2
+    t = flows.affine("softplus", min_scale=floor, max_log_scale=bound)
+    raw = jnp.linspace(-30.0, 1e6, 2001)
+    h = jnp.stack([raw, jnp.zeros_like(raw)], 1)
+    z, ld = jax.vmap(lambda hi: t.inverse(hi[None], jnp.ones(1)))(h)
+    s_unbounded = jax.nn.softplus(raw + np.log(np.expm1(1.0 - floor))) + floor
+    below = s_unbounded <= 1.0
+    np.testing.assert_allclose(z[below, 0], s_unbounded[below], rtol=1e-6)
+    assert bound - 0.05 < float(ld.max()) <= bound  # approaches the bound, never passes it
+    np.testing.assert_allclose(jnp.exp(ld), z[:, 0], rtol=1e-5)  # log-det is log s
+    assert float(jnp.diff(ld).min()) >= 0.0  # still monotone in raw
+    x, ld_f = jax.vmap(lambda hi, zi: t.forward(hi[None], zi))(h, z)
+    np.testing.assert_allclose(x[:, 0], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(ld_f, -ld, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["maf", "iaf", "realnvp", "glow"])
+def test_affine_flows_stay_finite_far_from_the_data(family):
+    """A ReLU conditioner answers a far-out point with a scale proportional to it; unbounded, |z| would square
+    from layer to layer and overflow float32 within a few layers (the log-density of a trained MAF's training
+    points became -inf and training stopped). With the soft bound the density stays finite; with the bound
+    lifted (B = 1e4) the same params overflow, so the check can fail."""
+    kw = dict(num_layers=16, hidden=(32, 32))
+    make = {"maf": flows.maf, "iaf": flows.iaf, "realnvp": flows.realnvp,
+            "glow": lambda d, **k: flows.glow(d, data_init=False, **k)}[family]
+    x = 3.0 * jax.random.normal(jax.random.PRNGKey(2), (512, 2))
+    counts = {}
+    for bound in (5.0, 1e4):
+        f = make(2, max_log_scale=bound, **kw)
+        p = perturb(f.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.5)
+        counts[bound] = int(jnp.sum(~jnp.isfinite(jax.jit(f.log_prob)(p, x))))
+    assert counts[5.0] == 0
+    assert counts[1e4] > 0

@@ -98,6 +98,7 @@ def test_affine_coupling_equals_distrax_masked_coupling(mask_kind, scale):
             return distrax.ScalarAffine(shift=shift, log_scale=bound * jnp.tanh(raw / bound))
         # z = x s + t in the normalizing direction: x = (z - t) / s
         s = jax.nn.softplus(raw + np.log(np.expm1(1.0 - floor))) + floor
+        s = jnp.where(s > 1.0, jnp.exp(bound * jnp.tanh(jnp.log(s) / bound)), s)  # log s soft-bounded above
         return distrax.ScalarAffine(shift=-shift / s, scale=1.0 / s)
 
     theirs = distrax.MaskedCoupling(mask=jnp.asarray(~mask), conditioner=conditioner, bijector=inner)

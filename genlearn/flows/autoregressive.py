@@ -202,7 +202,7 @@ maf = _family("maf", masked_autoregressive, """Masked autoregressive flow (Papam
       hidden: MADE hidden widths, each >= dim.
       transformer: elementwise transformer; default
         ``affine(scale, min_scale=..., max_log_scale=...)``: z = x s + t with a softplus
-        scale s >= min_scale (the default), or with ``scale="exp"`` the paper's
+        scale min_scale <= s < e^max_log_scale (the default), or with ``scale="exp"`` the paper's
         x = z exp(alpha) + mu with a soft-clamped log-scale (see
         :func:`genlearn.flows.affine`); ``rational_quadratic()`` gives an
         autoregressive neural spline flow.

@@ -32,8 +32,8 @@ def realnvp(
 
     Each coupling maps the transformed coordinates elementwise by an affine map
     whose scale and shift a conditioner computes from the others: by default
-    z_t = x_t * s(x_c) + t(x_c) with a softplus scale s >= ``min_scale``
-    (``scale="exp"``: the paper's x_t = z_t * exp(u) + v, log-scale soft-clamped to
+    z_t = x_t * s(x_c) + t(x_c) with a softplus scale s in [``min_scale``,
+    e^``max_log_scale``) (``scale="exp"``: the paper's x_t = z_t * exp(u) + v, log-scale soft-clamped to
     (-max_log_scale, max_log_scale); see :func:`genlearn.flows.affine`). The roles
     of the two subsets alternate between layers so every coordinate is
     transformed. Each layer starts at the identity.
@@ -44,7 +44,8 @@ def realnvp(
       hidden: hidden widths of each coupling's MLP conditioner.
       scale: "softplus" or "exp", the scale's parameterisation.
       min_scale: the softplus scale's floor, in (0, 1).
-      max_log_scale: bound B on each layer's log-scale (``scale="exp"``).
+      max_log_scale: bound B on each layer's log-scale (both scales; the softplus
+        scale is only bounded above, softly, see :func:`genlearn.flows.affine`).
       base: "student_t" (the default: a multivariate t with df = 5 d, see
         :func:`genlearn.core.student_t`; it keeps training free of loss spikes), "normal",
         "diag_gaussian", "logistic", or a Distribution.
