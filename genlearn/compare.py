@@ -270,7 +270,7 @@ def compare(data: str | Dataset = "ring8", models: list[str] | tuple[str, ...] |
 
     from genlearn import plotting, registry
     from genlearn.data import DATASETS, FILE_SUFFIXES, load_dataset, load_file
-    from genlearn.runs import evaluate_run, load
+    from genlearn.runs import default_num_samples, evaluate_run, load
 
     models = list(models or DEFAULT_ROSTER)
     unknown = [m for m in models if m not in ROSTER and m not in registry.names()]
@@ -305,7 +305,7 @@ def compare(data: str | Dataset = "ring8", models: list[str] | tuple[str, ...] |
             row["train_seconds"] = time.perf_counter() - t0
             run = load(run_dir)
             # one draw of samples for the metrics and the panel; the test NLL the fit measured
-            n = num_samples or min(len(dataset.test), 5000)
+            n = num_samples or default_num_samples(dataset)
             samples = np.asarray(run.sample(jax.random.PRNGKey(seed + 7), max(n, 2000 if run.dim == 2 else 25)))
             metrics = evaluate_run(run_dir, seed=seed, run=run, dataset=dataset, samples=samples[:n],
                                    fit_metrics=fitted)

@@ -39,7 +39,8 @@ from genlearn.data import (Dataset, check_data, load_dataset, load_source, nats_
                            uniform_dequantize)
 from genlearn.data.scaling import standardize_stats
 
-__all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run", "sample_metrics"]
+__all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run", "default_num_samples",
+           "sample_metrics"]
 
 
 class RunError(ValueError):
@@ -380,6 +381,11 @@ def load(run_dir: str) -> LoadedRun:
                      lambda key, n: np.asarray(model.sample(params, key, n)), lp)
 
 
+def default_num_samples(dataset: Dataset) -> int:
+    """Samples :func:`evaluate_run` draws when not told: the test size, at most 5000."""
+    return min(len(dataset.test), 5000)
+
+
 def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
                  run: LoadedRun | None = None, dataset: Dataset | None = None, samples: Any = None,
                  fit_metrics: dict | None = None) -> dict:
@@ -410,7 +416,7 @@ def evaluate_run(run_dir: str, *, seed: int = 0, num_samples: int | None = None,
         except ValueError as err:
             raise RunError(f"run {run_dir!r}: cannot reload its data: {err}") from err
     test = np.asarray(dataset.test)
-    n = num_samples or min(len(test), 5000)
+    n = num_samples or default_num_samples(dataset)
     k_sample, k_eval, k_nll = jax.random.split(jax.random.PRNGKey(seed), 3)
     samples = run.sample(k_sample, n) if samples is None else np.asarray(samples)
     if not np.all(np.isfinite(samples)):

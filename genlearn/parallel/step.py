@@ -127,15 +127,17 @@ def pmap_step(
     *,
     axis_name: Optional[str] = None,
 ) -> Callable[..., tuple]:
-    r"""The pmap-style step: per-device gradients averaged with ``lax.pmean``.
+    r"""The pmap-style step: per-device losses and gradients averaged over the devices.
 
     Written with `jax.shard_map` (``in_specs``: params, state and key ``P()``,
     batch ``P(axis)``; ``out_specs`` all ``P()``), which is how `jax.pmap` is
-    implemented in current JAX. Device :math:`i` computes
-    :math:`(L_i, g_i) = (L, \nabla L)(\theta, B_i)` on its :math:`b/D` rows, then
-    :math:`L = \mathrm{pmean}(L_i)`, :math:`g = \mathrm{pmean}(g_i)` and every
-    device applies the same update (the gradient is taken of :math:`L_i / D` at the
-    replicated params, whose transpose under `jax.shard_map` sums it over the devices). A loss that takes a key gets
+    implemented in current JAX. Device :math:`i` computes its loss :math:`L_i` on
+    its :math:`b/D` rows; the step uses :math:`L = \mathrm{psum}(L_i / D)` and
+    :math:`g = \frac1D \sum_i \nabla L_i`, and every device applies the same
+    update. The gradient is taken of :math:`L_i / D` at the replicated params,
+    whose transpose under `jax.shard_map` already sums it over the devices (an
+    explicit ``pmean`` of per-device gradients on top would give D times the
+    mean). A loss that takes a key gets
     ``fold_in(key, i)`` on device :math:`i` (so shards draw independent noise;
     the numbers then differ from a one-device run, unlike `data_parallel_step`).
     ``key=None`` is passed through unchanged (for a loss that ignores its key).
@@ -148,8 +150,6 @@ def pmap_step(
     _check_optimizer(optimizer)
     spec = batch_spec(mesh, axis_name)
     axes = spec[0]
-    value_and_grad_mean = jax.value_and_grad(lambda p, b, k, size: loss_fn(p, b, k) / size)
-
     def local(params, opt_state, batch, key):
         if key is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axes))
@@ -157,7 +157,7 @@ def pmap_step(
         # shard_map's transpose sums the per-device gradients (sum_i g_i / D); a pmean of per-device
         # gradients on top of that sum would be D times the mean
         size = jax.lax.axis_size(axes)
-        loss, grads = value_and_grad_mean(params, batch, key, size)
+        loss, grads = jax.value_and_grad(lambda p: loss_fn(p, batch, key) / size)(params)
         loss = jax.lax.psum(loss, axes)
         params, opt_state, finite = guarded_update(optimizer, loss, grads, params, opt_state)
         return params, opt_state, jnp.where(finite, loss, jnp.nan)
