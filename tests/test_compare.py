@@ -106,8 +106,11 @@ def test_roster_options_and_budgets_depend_on_the_data_kind():
     assert cmp._steps_for(js, toy, cmp.parse_budget("90s")) == (20000, 90.0)
     assert "spline" in cmp.DEFAULT_ROSTER and set(cmp.DEFAULT_ROSTER) <= set(cmp.ROSTER)
     # the toys' faster flow schedules (batch 128, a higher peak rate) stay off the digits
-    # NICE trains at its family defaults (24 scanned couplings), 20000 steps on the toys
-    assert cmp._options(cmp.ROSTER["nice"], toy) == {} and cmp._steps_for(cmp.ROSTER["nice"], toy, None) == (20000, None)
+    # NICE trains at its family schedule with 32 scanned couplings (the family's 2-D default is 48), 20000 steps on
+    # the toys; its digits defaults
+    assert cmp._options(cmp.ROSTER["nice"], toy) == {"num_layers": 32}
+    assert cmp._steps_for(cmp.ROSTER["nice"], toy, None) == (20000, None)
+    assert cmp._options(cmp.ROSTER["nice"], pixels) == {}
     for name in ("realnvp", "maf"):
         assert cmp._options(cmp.ROSTER[name], toy)["batch_size"] == 128, name
         assert cmp._options(cmp.ROSTER[name], pixels) == {}, name
