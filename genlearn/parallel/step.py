@@ -150,6 +150,7 @@ def pmap_step(
     _check_optimizer(optimizer)
     spec = batch_spec(mesh, axis_name)
     axes = spec[0]
+
     def local(params, opt_state, batch, key):
         if key is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axes))
