@@ -88,15 +88,18 @@ def affine(scale: str = "softplus", *, min_scale: float = 1e-2, max_log_scale: f
         raise ValueError(f"affine: min_scale must be in (0, 1), got {min_scale}")
     if not max_log_scale > 0:
         raise ValueError(f"affine: max_log_scale must be > 0, got {max_log_scale}")
+    bound = float(max_log_scale)
+
+    def _clamp(u):  # soft clamp of a log-scale to (-B, B)
+        return bound * jnp.tanh(u / bound)
+
     if scale == "softplus":
         floor = float(min_scale)
         offset = float(np.log(np.expm1(1.0 - floor)))  # softplus(offset) + floor = 1
 
-        bound = float(max_log_scale)
-
-        def _log_scale(raw):
+        def _log_scale(raw):  # log s, soft-bounded above only
             u = jnp.log(jax.nn.softplus(raw + offset) + floor)
-            return jnp.where(u > 0, bound * jnp.tanh(u / bound), u)
+            return jnp.where(u > 0, _clamp(u), u)
 
         def forward(h, z):
             u = _log_scale(h[:, 0])
@@ -107,17 +110,13 @@ def affine(scale: str = "softplus", *, min_scale: float = 1e-2, max_log_scale: f
             return x * jnp.exp(u) + h[:, 1], jnp.sum(u)
 
         return Transformer(2, forward, inverse)
-    bound = float(max_log_scale)
-
-    def _log_scale(raw):
-        return bound * jnp.tanh(raw / bound)
 
     def forward(h, z):
-        u = _log_scale(h[:, 0])
+        u = _clamp(h[:, 0])
         return z * jnp.exp(u) + h[:, 1], jnp.sum(u)
 
     def inverse(h, x):
-        u = _log_scale(h[:, 0])
+        u = _clamp(h[:, 0])
         return (x - h[:, 1]) * jnp.exp(-u), -jnp.sum(u)
 
     return Transformer(2, forward, inverse)
