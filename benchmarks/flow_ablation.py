@@ -27,9 +27,11 @@ from genlearn import core, flows  # noqa: E402
 from genlearn.flows.autoregressive import layer_orders  # noqa: E402
 
 
-def _coupling_flow(d, transformer, hidden_init, mask="half", seed=0, final_scale=False, base="normal"):
+def _coupling_flow(d, transformer, hidden_init, mask="half", seed=0, final_scale=False, base="normal",
+                   last_init_scale=0.0):
     from genlearn.flows._common import alternating_masks
-    layers = [flows.coupling(d, transformer, mask=m, hidden=(128, 128), hidden_init=hidden_init)
+    layers = [flows.coupling(d, transformer, mask=m, hidden=(128, 128), hidden_init=hidden_init,
+                             last_init_scale=last_init_scale)
               for m in alternating_masks(d, 8, mask, seed)]
     if final_scale:
         layers.append(core.scale(d))
@@ -42,6 +44,46 @@ def _maf(d, scale, hidden_init):
     return core.make_flow(core.standard_normal(d), core.chain(*layers))
 
 
+def _nice(d, scale_at_base):
+    """flows.nice(d, 8, (128, 128)) with its diagonal scale at the data side (genlearn) or the base side."""
+    from genlearn.flows._common import alternating_masks, default_mask
+    layers = [flows.coupling(d, flows.shift(), mask=m, hidden=(128, 128), last_init_scale=1e-2)
+              for m in alternating_masks(d, 8, default_mask(d, None), 0)]
+    order = [core.scale(d), *layers] if scale_at_base else [*layers, core.scale(d)]
+    return core.make_flow(core.standard_normal(d), core.chain(*order))
+
+
+def _normalizing(t):
+    """Transformer ``t`` written in the normalizing direction: the density is evaluated through its forward map
+    (flowjax's flows are inverted this way by default, so their spline is evaluated directly on the data side)."""
+    return flows.Transformer(t.params_per_dim, t.inverse, t.forward)
+
+
+class _Peer:
+    """flowjax's spline coupling flow (learning_curves' counterpart) with another interval, as init/log_prob."""
+
+    def __init__(self, d, interval):
+        self.d, self.interval = d, interval
+
+    def init(self, key):
+        import equinox as eqx
+        import flowjax.distributions as fd
+        import flowjax.flows as ff
+        import jax.numpy as jnp
+        from flowjax.bijections import RationalQuadraticSpline
+
+        f = ff.coupling_flow(key, base_dist=fd.Normal(jnp.zeros(self.d)), flow_layers=8, nn_width=128, nn_depth=2,
+                             transformer=RationalQuadraticSpline(knots=8, interval=self.interval))
+        params, self._static = eqx.partition(f, eqx.is_inexact_array)
+        return params
+
+    def log_prob(self, params, x):
+        import equinox as eqx
+        import paramax
+
+        return paramax.unwrap(eqx.combine(params, self._static)).log_prob(x)
+
+
 # name -> (what changed, factory(d))
 VARIANTS = {
     "realnvp: before (exp scale, lecun init)": lambda d: _coupling_flow(d, flows.affine("exp"), "lecun"),
@@ -52,10 +94,29 @@ VARIANTS = {
     "nice: logistic base (before)": lambda d: _coupling_flow(d, flows.shift(), "uniform", final_scale=True,
                                                              base="logistic"),
     "nice: normal base (now)": lambda d: _coupling_flow(d, flows.shift(), "uniform", final_scale=True),
+    "nice: scale at the data side (now)": lambda d: _nice(d, False),
+    "nice: scale at the base side (the paper's top layer, flowjax's)": lambda d: _nice(d, True),
     "maf: before (exp scale, lecun init)": lambda d: _maf(d, "exp", "lecun"),
     "maf: softplus scale only": lambda d: _maf(d, "softplus", "lecun"),
     "maf: uniform init only": lambda d: _maf(d, "exp", "uniform"),
     "maf: now (softplus + uniform)": lambda d: _maf(d, "softplus", "uniform"),
+    # the spline's tails and interval (flowjax: identity tails, interval 4)
+    "spline: linear tails, bound 4 (now)": lambda d: flows.spline(d, 8, (128, 128), num_bins=8, bound=4.0),
+    "spline: identity tails, bound 4 (flowjax's)": lambda d: flows.spline(d, 8, (128, 128), num_bins=8, bound=4.0,
+                                                                          tails="identity"),
+    "spline: linear tails, bound 3": lambda d: flows.spline(d, 8, (128, 128), num_bins=8, bound=3.0),
+    "spline: linear tails, bound 6": lambda d: flows.spline(d, 8, (128, 128), num_bins=8, bound=6.0),
+    # flowjax's knots=8 are inner knots: 9 bins
+    "spline: 9 bins": lambda d: flows.spline(d, 8, (128, 128), num_bins=9, bound=4.0),
+    "spline: 9 bins, bound 6": lambda d: flows.spline(d, 8, (128, 128), num_bins=9, bound=6.0),
+    "spline: 9 bins, random last layer (flowjax's init)": lambda d: _coupling_flow(
+        d, flows.rational_quadratic(9, 4.0, tails="linear"), "uniform", mask="random", last_init_scale=0.05),
+    "spline: normalizing direction, linear tails": lambda d: _coupling_flow(
+        d, _normalizing(flows.rational_quadratic(8, 4.0, tails="linear")), "uniform", mask="random"),
+    "spline: normalizing direction, identity tails": lambda d: _coupling_flow(
+        d, _normalizing(flows.rational_quadratic(8, 4.0, tails="identity")), "uniform", mask="random"),
+    "spline (flowjax): interval 4": lambda d: _Peer(d, 4.0),
+    "spline (flowjax): interval 6": lambda d: _Peer(d, 6.0),
 }
 
 
@@ -66,6 +127,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--variants", default=None, help="comma-separated substrings selecting variants")
     p.add_argument("--out", default=os.path.join(learning_curves.RESULTS, "flow_ablation.md"))
+    p.add_argument("--append", action="store_true", help="append this run's table to --out instead of rewriting it")
     a = p.parse_args(argv)
     chosen = {k: v for k, v in VARIANTS.items()
               if a.variants is None or any(s in k for s in a.variants.split(","))}
@@ -89,14 +151,15 @@ def main(argv=None):
             rows.append((tname, name, np.mean(quarters), se(quarters), np.mean(finals), se(finals)))
             print(f"{tname:9s} {name:45s} KL@1/4 {rows[-1][2]:.3f} ± {rows[-1][3]:.3f}   "
                   f"final {rows[-1][4]:.3f} ± {rows[-1][5]:.3f}", flush=True)
-    lines = ["# Flow ablation: one change at a time", "",
-             f"`python benchmarks/flow_ablation.py --targets {a.targets} --seeds {a.seeds} --steps {a.steps}`: "
+    head = [] if a.append else ["# Flow ablation: one change at a time", ""]
+    lines = head + [f"`python benchmarks/flow_ablation.py --targets {a.targets} --seeds {a.seeds} --steps {a.steps}"
+             f"{' --variants ' + a.variants if a.variants else ''}`: "
              "held-out KL(p || q) in nats (exact target densities, mean ± standard error over seeds), after a "
              "quarter of the steps and at the end; the loop of `benchmarks/learning_curves.py`.", "",
              "| target | variant | KL @ 1/4 | KL final |", "|---|---|---|---|"]
     lines += [f"| {t} | {n} | {q:.3f} ± {qs:.3f} | {f:.3f} ± {fs:.3f} |" for t, n, q, qs, f, fs in rows]
-    with open(a.out, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    with open(a.out, "a" if a.append else "w") as fh:
+        fh.write(("\n" if a.append else "") + "\n".join(lines) + "\n")
     print("wrote", a.out)
 
 

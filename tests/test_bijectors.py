@@ -162,6 +162,27 @@ def test_identity_initialisation():
         flows.coupling(4, flows.shift(), last_init_scale=float("nan"))
 
 
+@pytest.mark.parametrize("scale_at", ["base", "data"])
+def test_nice_scale_sits_next_to_the_base_by_default(scale_at):
+    """x = couplings(z * exp(s)) (the paper's top layer of the encoder x -> z) or x = couplings(z) * exp(s);
+    the couplings are volume preserving, so either way log|det| = sum(s)."""
+    kw = {} if scale_at == "base" else {"scale_at": "data"}
+    nice = flows.nice(4, num_layers=2, hidden=H, **kw)
+    params = nice.init(jax.random.PRNGKey(0))
+    couplings = flows.nice(4, num_layers=2, hidden=H, **kw)  # the same couplings with s = 0
+    s = jax.random.normal(jax.random.PRNGKey(2), (4,))
+    i = 0 if scale_at == "base" else len(params["bijector"]) - 1
+    assert set(params["bijector"][i]) == {"log_scale"}
+    scaled = {**params, "bijector": tuple({"log_scale": s} if j == i else p for j, p in enumerate(params["bijector"]))}
+    z = jax.random.normal(jax.random.PRNGKey(1), (6, 4))
+    want = (couplings.apply(params, z * jnp.exp(s)) if scale_at == "base"
+            else couplings.apply(params, z) * jnp.exp(s))
+    np.testing.assert_allclose(nice.apply(scaled, z), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(nice.log_det(scaled, z), jnp.sum(s) * jnp.ones(6), rtol=1e-5)
+    np.testing.assert_allclose(nice.inverse(scaled, nice.apply(scaled, z)), z, atol=1e-5)
+    with pytest.raises(ValueError, match="scale_at must be 'base' or 'data'"):
+        flows.nice(4, scale_at="top")
+
 def test_chain_order_is_flow_order():
     d = 3
     s = core.fixed_affine(np.zeros(d), 2.0 * np.ones(d))

@@ -79,7 +79,8 @@ def test_default_layouts_are_random_above_two_dims_and_alternating_at_two():
         assert flow_run.defaults(name, toy)[keyword] == on_toy, name
         assert flow_run.defaults(name, wide)[keyword] == on_wide, name
     pre, x = flow_run.preprocess(wide), jnp.asarray(wide.test[:5])
-    for name, keyword, then in (("nice", "mask", "half"), ("maf", "order", "alternate")):
+    assert flow_run.defaults("nice", toy)["scale_at"] == flow_run.defaults("nice", wide)["scale_at"] == "base"
+    for name, keyword, then in (("nice", "mask", "half"), ("maf", "order", "alternate"), ("nice", "scale_at", "data")):
         old = {k: v for k, v in flow_run.defaults(name, wide).items() if k != keyword}  # saved before it was recorded
         old.update(num_layers=2, hidden=[8])
         rebuilt, want = flow_run.build(name, old, 6, pre), flow_run.build(name, {**old, keyword: then}, 6, pre)

@@ -26,7 +26,7 @@ LOGIT_ALPHA = 0.05
 # name -> (factory(dim, num_layers, hidden, **kw), the factory keywords its options may hold)
 FACTORIES = {
     "realnvp": (flows.realnvp, ("mask", "base", "scan")),
-    "nice": (flows.nice, ("mask", "base")),
+    "nice": (flows.nice, ("mask", "base", "scale_at")),
     "maf": (flows.maf, ("order", "base", "scan")),  # flows II: autoregressive and spline
     "iaf": (flows.iaf, ("order", "base", "scan")),
     "spline": (flows.spline, ("mask", "bound", "num_bins", "tails", "base", "scan")),
@@ -68,6 +68,8 @@ def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
         recorded["tails"] = _default_of(name, "tails")
     if name in SCANNED:
         recorded["scan"] = True
+    if name == "nice":
+        recorded["scale_at"] = _default_of(name, "scale_at")
     return {**recorded, **_defaults(name, dataset, chosen or {})}
 
 
@@ -156,6 +158,8 @@ def build(name: str, options: dict, dim: int, pre: dict):
     for keyword, then in (("mask", "half"), ("order", "alternate")):
         if keyword in keys:
             kwargs.setdefault(keyword, then)
+    if name == "nice":
+        kwargs.setdefault("scale_at", "data")  # and NICE runs saved before stop 32, its scale at the data side
     if name in SCANNED:
         kwargs.setdefault("scan", False)  # and runs saved before the layers were scanned, unrolled
     if name == "spline":
