@@ -125,12 +125,12 @@ def main(argv=None):
     p.add_argument("--targets", default="mixture8,moons")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--variants", default=None, help="comma-separated substrings selecting variants")
+    p.add_argument("--variants", default=None, help="'|'-separated substrings selecting variants (names hold commas)")
     p.add_argument("--out", default=os.path.join(learning_curves.RESULTS, "flow_ablation.md"))
     p.add_argument("--append", action="store_true", help="append this run's table to --out instead of rewriting it")
     a = p.parse_args(argv)
     chosen = {k: v for k, v in VARIANTS.items()
-              if a.variants is None or any(s in k for s in a.variants.split(","))}
+              if a.variants is None or any(s in k for s in a.variants.split("|"))}
     rows = []
     for tname in a.targets.split(","):
         target = _targets.make_target(tname)
