@@ -59,6 +59,22 @@ def _normalizing(t):
     return flows.Transformer(t.params_per_dim, t.inverse, t.forward)
 
 
+def _flowjax_tails(t, bound):
+    """flowjax's RQ spline from ``t`` (``tails="linear"``: learned boundary derivatives), in the normalizing
+    direction, with identity outside [-bound, bound] (so not C^1 at the box): each coordinate's map is ``t``'s
+    forward inside the box and x itself outside, as ``flowjax.bijections.RationalQuadraticSpline`` does."""
+    import jax.numpy as jnp
+
+    def per_coordinate(fn):
+        def apply(h, v):
+            out, ld = jax.vmap(lambda hi, vi: fn(hi[None], vi[None]))(h, jnp.clip(v, -bound, bound))
+            outside = jnp.abs(v) >= bound
+            return jnp.where(outside, v, out[:, 0]), jnp.sum(jnp.where(outside, 0.0, ld))
+        return apply
+
+    return flows.Transformer(t.params_per_dim, per_coordinate(t.inverse), per_coordinate(t.forward))
+
+
 class _Peer:
     """flowjax's spline coupling flow (learning_curves' counterpart) with another interval, as init/log_prob."""
 
@@ -115,6 +131,8 @@ VARIANTS = {
         d, _normalizing(flows.rational_quadratic(8, 4.0, tails="linear")), "uniform", mask="random"),
     "spline: normalizing direction, identity tails": lambda d: _coupling_flow(
         d, _normalizing(flows.rational_quadratic(8, 4.0, tails="identity")), "uniform", mask="random"),
+    "spline: normalizing direction, learned boundary slopes, identity tails (flowjax's)": lambda d: _coupling_flow(
+        d, _flowjax_tails(flows.rational_quadratic(8, 4.0, tails="linear"), 4.0), "uniform", mask="random"),
     "spline (flowjax): interval 4": lambda d: _Peer(d, 4.0),
     "spline (flowjax): interval 6": lambda d: _Peer(d, 6.0),
 }
