@@ -44,15 +44,6 @@ def _maf(d, scale, hidden_init):
     return core.make_flow(core.standard_normal(d), core.chain(*layers))
 
 
-def _nice(d, scale_at_base):
-    """flows.nice(d, 8, (128, 128)) with its diagonal scale at the data side (genlearn) or the base side."""
-    from genlearn.flows._common import alternating_masks, default_mask
-    layers = [flows.coupling(d, flows.shift(), mask=m, hidden=(128, 128), last_init_scale=1e-2)
-              for m in alternating_masks(d, 8, default_mask(d, None), 0)]
-    order = [core.scale(d), *layers] if scale_at_base else [*layers, core.scale(d)]
-    return core.make_flow(core.standard_normal(d), core.chain(*order))
-
-
 def _normalizing(t):
     """Transformer ``t`` written in the normalizing direction: the density is evaluated through its forward map
     (flowjax's flows are inverted this way by default, so their spline is evaluated directly on the data side)."""
@@ -76,28 +67,17 @@ def _flowjax_tails(t, bound):
 
 
 class _Peer:
-    """flowjax's spline coupling flow (learning_curves' counterpart) with another interval, as init/log_prob."""
+    """flowjax's spline coupling flow of learning_curves.py with another interval, as init/log_prob."""
 
     def __init__(self, d, interval):
         self.d, self.interval = d, interval
 
     def init(self, key):
-        import equinox as eqx
-        import flowjax.distributions as fd
-        import flowjax.flows as ff
-        import jax.numpy as jnp
-        from flowjax.bijections import RationalQuadraticSpline
-
-        f = ff.coupling_flow(key, base_dist=fd.Normal(jnp.zeros(self.d)), flow_layers=8, nn_width=128, nn_depth=2,
-                             transformer=RationalQuadraticSpline(knots=8, interval=self.interval))
-        params, self._static = eqx.partition(f, eqx.is_inexact_array)
+        params, self._log_prob = learning_curves.flowjax_model("spline", self.d, key, self.interval)
         return params
 
     def log_prob(self, params, x):
-        import equinox as eqx
-        import paramax
-
-        return paramax.unwrap(eqx.combine(params, self._static)).log_prob(x)
+        return self._log_prob(params, x)
 
 
 # name -> (what changed, factory(d))
@@ -110,8 +90,8 @@ VARIANTS = {
     "nice: logistic base (before)": lambda d: _coupling_flow(d, flows.shift(), "uniform", final_scale=True,
                                                              base="logistic"),
     "nice: normal base (now)": lambda d: _coupling_flow(d, flows.shift(), "uniform", final_scale=True),
-    "nice: scale at the data side (now)": lambda d: _nice(d, False),
-    "nice: scale at the base side (the paper's top layer, flowjax's)": lambda d: _nice(d, True),
+    "nice: scale at the data side (now)": lambda d: flows.nice(d, 8, (128, 128), scale_at="data"),
+    "nice: scale at the base side (the paper's top layer, flowjax's)": lambda d: flows.nice(d, 8, (128, 128)),
     "maf: before (exp scale, lecun init)": lambda d: _maf(d, "exp", "lecun"),
     "maf: softplus scale only": lambda d: _maf(d, "softplus", "lecun"),
     "maf: uniform init only": lambda d: _maf(d, "exp", "uniform"),

@@ -59,19 +59,22 @@ def genlearn_model(family: str, d: int, seed: int):
     return f.init(jax.random.PRNGKey(seed)), f.log_prob
 
 
-def flowjax_dist(family: str, d: int, seed: int):
-    """flowjax's counterpart of ``genlearn_model(family, d, seed)``: an equinox distribution."""
+def flowjax_dist(family: str, d: int, seed, interval: float = 4.0):
+    """flowjax's counterpart of ``genlearn_model(family, d, seed)``: an equinox distribution.
+
+    ``seed``: an int or a PRNG key; ``interval``: the spline's box [-interval, interval] (flow_ablation.py varies it).
+    """
     import flowjax.distributions as fd
     import flowjax.flows as ff
     from flowjax.bijections import Affine, Chain, Coupling, Invert, Loc, Permute, RationalQuadraticSpline
 
-    key = jax.random.PRNGKey(seed)
+    key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
     base = fd.Normal(jnp.zeros(d))
     if family == "realnvp":
         f = ff.coupling_flow(key, base_dist=base, flow_layers=8, nn_width=128, nn_depth=2)
     elif family == "spline":
         f = ff.coupling_flow(key, base_dist=base, flow_layers=8, nn_width=128, nn_depth=2,
-                             transformer=RationalQuadraticSpline(knots=8, interval=4.0))
+                             transformer=RationalQuadraticSpline(knots=8, interval=interval))
     elif family == "maf":
         f = ff.masked_autoregressive_flow(key, base_dist=base, flow_layers=5, nn_width=128, nn_depth=2)
     elif family == "nice":
@@ -87,12 +90,12 @@ def flowjax_dist(family: str, d: int, seed: int):
     return f
 
 
-def flowjax_model(family: str, d: int, seed: int):
+def flowjax_model(family: str, d: int, seed, interval: float = 4.0):
     """(params, log_prob(params, x)) of flowjax's flow."""
     import equinox as eqx
     import paramax
 
-    params, static = eqx.partition(flowjax_dist(family, d, seed), eqx.is_inexact_array)
+    params, static = eqx.partition(flowjax_dist(family, d, seed, interval), eqx.is_inexact_array)
 
     def log_prob(p, x):
         return paramax.unwrap(eqx.combine(p, static)).log_prob(x)
