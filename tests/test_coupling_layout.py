@@ -134,9 +134,13 @@ def test_alternating_layers_are_one_scanned_pair(name, num_layers):
     assert jax.tree_util.tree_structure(flat) == jax.tree_util.tree_structure(unrolled.init(jax.random.PRNGKey(0)))
     d = scanned.dim
     x = jax.random.normal(jax.random.PRNGKey(2), (9, d)) * 2.0
-    np.testing.assert_allclose(scanned.log_prob(params, x), unrolled.log_prob(flat, x), rtol=1e-5, atol=1e-5)
+    # 1e-5 under XLA's default CPU code generation; the suite's faster-compiling emitters (tests/conftest.py)
+    # round the 5-layer spline differently: 2 of 9 log-densities 2e-4 relative apart. A wrong layer order or
+    # params layout is off by O(1)
+    tol = dict(rtol=1e-3, atol=1e-4) if "spline" in name else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scanned.log_prob(params, x), unrolled.log_prob(flat, x), **tol)
     np.testing.assert_allclose(scanned.sample(params, jax.random.PRNGKey(3), 9),
-                               unrolled.sample(flat, jax.random.PRNGKey(3), 9), rtol=1e-5, atol=1e-5)
+                               unrolled.sample(flat, jax.random.PRNGKey(3), 9), **tol)
 
 
 @pytest.mark.parametrize("name", ["realnvp", "maf", "iaf", "spline"])

@@ -4,6 +4,8 @@ on-device path."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,12 +36,15 @@ KWARGS = dict(optimizer=optax.adam(0.05), steps=40, batch_size=16, key=jax.rando
               val_fraction=0.2, eval_every=6, progress=False)
 
 
-def assert_same(a, b):
+def assert_same(a, b, rtol=0.0):
+    """Bit-equal runs; ``rtol`` > 0 allows rounding of that relative size instead (and 0.1 rtol absolute)."""
+    same = np.testing.assert_array_equal if rtol == 0 else functools.partial(np.testing.assert_allclose, rtol=rtol,
+                                                                              atol=0.1 * rtol)
     for x, y in zip(jax.tree_util.tree_leaves((a.params, a.state)), jax.tree_util.tree_leaves((b.params, b.state))):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        same(np.asarray(x), np.asarray(y))
     assert set(a.history) == set(b.history)
     for name in a.history:
-        np.testing.assert_array_equal(a.history[name], b.history[name])
+        same(a.history[name], b.history[name])
     assert (a.step, a.best_step, a.best_val_loss, a.stop_reason) == (b.step, b.best_step, b.best_val_loss,
                                                                      b.stop_reason)
 
@@ -96,7 +101,10 @@ def test_minmax_with_several_batches_per_step():
     kwargs = dict(steps=9, batch_size=8, key=jax.random.key(2), eval_every=4, progress=False)
     device = run_trainer(trainer, None, data, **kwargs)
     host = run_trainer(trainer, None, data, device_data_bytes=0, **kwargs)
-    assert_same(host, device)
+    # bit-equal under XLA's default CPU code generation; the suite's faster-compiling emitters (tests/conftest.py)
+    # fuse the two paths' min-max steps differently and leave 4 of 8 params an ulp apart. A wrong batch order or
+    # key is off by ~1e-2
+    assert_same(host, device, rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "1GB", True])
