@@ -80,12 +80,18 @@ def test_default_layouts_are_random_above_two_dims_and_alternating_at_two():
         assert flow_run.defaults(name, wide)[keyword] == on_wide, name
     pre, x = flow_run.preprocess(wide), jnp.asarray(wide.test[:5])
     assert flow_run.defaults("nice", toy)["scale_at"] == flow_run.defaults("nice", wide)["scale_at"] == "base"
-    for name, keyword, then in (("nice", "mask", "half"), ("maf", "order", "alternate"), ("nice", "scale_at", "data")):
+    assert flow_run.defaults("maf", toy)["max_log_scale"] == flow_run.defaults("maf", wide)["max_log_scale"] == 4.0
+    assert "max_log_scale" not in flow_run.defaults("iaf", toy)  # IAF's bound stays the factory's 5
+    for name, keyword, then in (("nice", "mask", "half"), ("maf", "order", "alternate"), ("nice", "scale_at", "data"),
+                                ("maf", "max_log_scale", 5.0)):
         old = {k: v for k, v in flow_run.defaults(name, wide).items() if k != keyword}  # saved before it was recorded
         old.update(num_layers=2, hidden=[8])
         rebuilt, want = flow_run.build(name, old, 6, pre), flow_run.build(name, {**old, keyword: then}, 6, pre)
         params = perturb(want.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(2), 0.3)
         np.testing.assert_allclose(rebuilt.log_prob(params, x), want.log_prob(params, x), rtol=1e-6)
+        if keyword == "max_log_scale":  # the same parameters; today's bound gives another density
+            now = flow_run.build(name, {**old, keyword: flow_run.defaults(name, wide)[keyword]}, 6, pre)
+            assert not np.allclose(now.log_prob(params, x), want.log_prob(params, x), rtol=1e-6)
 
 
 def test_random_halves_transform_every_coordinate():

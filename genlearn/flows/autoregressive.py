@@ -162,8 +162,8 @@ def _flow(name, layer, dim, num_layers, hidden, transformer, order, seed, base, 
     return make_flow(make_base(base, dim), chain(*layers))
 
 
-def _family(name: str, layer: Callable, doc: str) -> Callable[..., Flow]:
-    """maf and iaf: the same stack of layers, only the layer's fast direction differs."""
+def _family(name: str, layer: Callable, doc: str, bound: float) -> Callable[..., Flow]:
+    """maf and iaf: the same stack of layers, only the layer's fast direction and the default scale bound differ."""
 
     def factory(
         dim: int,
@@ -173,7 +173,7 @@ def _family(name: str, layer: Callable, doc: str) -> Callable[..., Flow]:
         transformer: Transformer | None = None,
         scale: str = "softplus",
         min_scale: float = 1e-2,
-        max_log_scale: float = 5.0,
+        max_log_scale: float = bound,
         order: str | None = None,
         seed: int = 0,
         base: str | Distribution = "student_t",
@@ -206,6 +206,10 @@ maf = _family("maf", masked_autoregressive, """Masked autoregressive flow (Papam
         x = z exp(alpha) + mu with a soft-clamped log-scale (see
         :func:`genlearn.flows.affine`); ``rational_quadratic()`` gives an
         autoregressive neural spline flow.
+      max_log_scale: the affine scale's bound B; 4 for MAF (with 5, the bound of the other affine
+        flows, one of benchmarks/stability.py's nine MAF runs, grid25 seed 2 with plain Adam 1e-3,
+        spiked to 2.70x its initial loss, 1.71x at 4; at 3 `genlearn fit maf` loses up to 0.26 nats
+        on ring8 and grid25, at 4 0.005 and 0.05 on average over three seeds), 5 for IAF.
       base: "student_t" (the default: a multivariate t with df = 5 d, see
         :func:`genlearn.core.student_t`; it keeps training free of loss spikes), "normal",
         "diag_gaussian", "logistic", or a Distribution.
@@ -220,9 +224,10 @@ maf = _family("maf", masked_autoregressive, """Masked autoregressive flow (Papam
         compiles as fast as a shallow one (on ring8, 16 MAF layers: 16 s of compiling its
         training chunk unrolled). ``False`` unrolls them (one params entry per layer; runs
         saved before the scan rebuild so). Random orders are always unrolled.
-    """)
+    """, bound=4.0)
 
 iaf = _family("iaf", inverse_autoregressive, """Inverse autoregressive flow (Kingma et al. 2016).
 
-    Sampling costs one MADE pass per layer, log p(x) d passes. Same arguments as :func:`maf`.
-    """)
+    Sampling costs one MADE pass per layer, log p(x) d passes. Same arguments as :func:`maf`
+    (``max_log_scale`` defaults to 5).
+    """, bound=5.0)

@@ -27,7 +27,7 @@ LOGIT_ALPHA = 0.05
 FACTORIES = {
     "realnvp": (flows.realnvp, ("mask", "base", "scan")),
     "nice": (flows.nice, ("mask", "base", "scale_at")),
-    "maf": (flows.maf, ("order", "base", "scan")),  # flows II: autoregressive and spline
+    "maf": (flows.maf, ("order", "base", "scan", "max_log_scale")),  # flows II: autoregressive and spline
     "iaf": (flows.iaf, ("order", "base", "scan")),
     "spline": (flows.spline, ("mask", "bound", "num_bins", "tails", "base", "scan")),
     "glow": (flows.glow, ("mask", "base")),  # flows II: glow, cnf
@@ -70,6 +70,8 @@ def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
         recorded["scan"] = True
     if name == "nice":
         recorded["scale_at"] = _default_of(name, "scale_at")
+    if name == "maf":
+        recorded["max_log_scale"] = _default_of(name, "max_log_scale")
     return {**recorded, **_defaults(name, dataset, chosen or {})}
 
 
@@ -160,6 +162,8 @@ def build(name: str, options: dict, dim: int, pre: dict):
             kwargs.setdefault(keyword, then)
     if name == "nice":
         kwargs.setdefault("scale_at", "data")  # and NICE runs saved before stop 32, its scale at the data side
+    if name == "maf":
+        kwargs.setdefault("max_log_scale", 5.0)  # and MAF runs saved before stop 34, the scale bound 5
     if name in SCANNED:
         kwargs.setdefault("scan", False)  # and runs saved before the layers were scanned, unrolled
     if name == "spline":
