@@ -236,7 +236,8 @@ def test_fit_gan_writes_the_run_and_rejects_bad_options(tmp_path, capsys):
     assert main(["fit", "realnvp", "--loss", "ns"]) == 2
     assert "realnvp does not take --loss (--loss: only for 'fit gan')" in capsys.readouterr().err
     assert main(["fit", "realnvp", "--base", "uniform"]) == 2  # flows take --base, with their own choices
-    assert "realnvp: --base must be normal, student_t, logistic or diag_gaussian, got uniform" in capsys.readouterr().err
+    assert ("realnvp: --base must be normal, student_t, logistic, diag_gaussian or mixture, got uniform"
+            in capsys.readouterr().err)
     with pytest.raises(SystemExit):
         main(["fit", "gan", "--base", "cauchy"])
     assert "invalid choice: 'cauchy'" in capsys.readouterr().err

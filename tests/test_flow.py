@@ -174,6 +174,52 @@ def test_student_t_bad_df(df):
         core.student_t(2, df)
 
 
+@pytest.mark.parametrize("dim, k", [(1, 1), (2, 3), (5, 8)])
+def test_gaussian_mixture_log_prob_equals_scipy(dim, k):
+    from scipy import stats
+    from scipy.special import logsumexp, log_softmax
+
+    base = core.gaussian_mixture(dim, k)
+    p = perturb(base.init(jax.random.PRNGKey(dim)), jax.random.PRNGKey(7), 0.5)
+    z = 2.0 * np.asarray(jax.random.normal(jax.random.PRNGKey(k), (64, dim)))
+    logw = log_softmax(np.asarray(p["logits"], float))
+    per = [logw[j] + stats.multivariate_normal(np.asarray(p["means"][j], float),
+                                               np.diag(np.exp(2 * np.asarray(p["log_std"][j], float)))).logpdf(z)
+           for j in range(k)]
+    ref = logsumexp(np.stack(per).reshape(k, -1), axis=0)
+    np.testing.assert_allclose(jax.vmap(base.log_prob, (None, 0))(p, jnp.asarray(z)), ref, rtol=2e-5, atol=2e-5)
+
+
+def test_gaussian_mixture_samples_follow_its_weights_and_components():
+    base = core.gaussian_mixture(2, 3)
+    p = {"logits": jnp.log(jnp.array([0.2, 0.3, 0.5])), "means": jnp.array([[-10.0, 0.0], [0.0, 10.0], [10.0, 0.0]]),
+         "log_std": jnp.log(jnp.array([[0.5, 1.0], [1.0, 2.0], [1.5, 0.5]]))}
+    z = np.asarray(base.sample(p, jax.random.PRNGKey(0), 100_000))
+    which = np.argmin(((z[:, None, :] - np.asarray(p["means"])) ** 2).sum(-1), axis=1)
+    np.testing.assert_allclose(np.bincount(which) / len(z), [0.2, 0.3, 0.5], atol=0.01)
+    for j in range(3):
+        np.testing.assert_allclose(z[which == j].std(0), np.exp(np.asarray(p["log_std"][j])), rtol=0.03)
+    init = base.init(jax.random.PRNGKey(1))  # equal weights, unit scales, means spread apart
+    assert np.ptp(np.asarray(init["means"]), axis=0).min() > 0 and not np.any(init["log_std"])
+    flow = flows.realnvp(2, num_layers=2, hidden=(8,), base="mixture")  # a flow takes it by name
+    fp = flow.init(jax.random.PRNGKey(0))
+    assert fp["base"]["means"].shape == (8, 2)
+    assert np.all(np.isfinite(flow.log_prob(fp, jnp.asarray(z[:10]))))
+    from genlearn.interop import to_distrax  # and the flow is a distrax distribution with it
+
+    np.testing.assert_allclose(to_distrax(flow, fp).log_prob(jnp.asarray(z[:10])), flow.log_prob(fp, jnp.asarray(z[:10])),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("args, match", [((2, 0), "components must be an int >= 1"),
+                                         ((2, 2.5), "components must be an int >= 1"),
+                                         ((2, 3, float("nan")), "spread must be a finite number >= 0")])
+def test_gaussian_mixture_bad_arguments(args, match):
+    dim, k, *spread = args
+    with pytest.raises(ValueError, match=f"gaussian_mixture: {match}"):
+        core.gaussian_mixture(dim, k, **({"spread": spread[0]} if spread else {}))
+
+
 def test_an_eager_batched_call_is_one_compiled_program(caplog):
     """An eager ``flow.log_prob`` (or ``inverse``) compiles one program on its first call and none on the next
     with the same shapes; op-by-op dispatch of the vmapped couplings compiled dozens. The results equal the

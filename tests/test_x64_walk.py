@@ -86,13 +86,13 @@ from genlearn import core  # noqa: E402
 
 
 @recipe("core.standard_normal", "core.logistic", "core.diag_gaussian", "core.uniform", "core.student_t",
-        "core.make_base")
+        "core.gaussian_mixture", "core.make_base")
 def _bases(c):
     out = {}
     for name, dist in {"normal": core.standard_normal(2), "logistic": core.logistic(2),
                        "diag": core.diag_gaussian(2), "uniform": core.uniform(2, -3.0, 3.0),
                        "student_t": core.student_t(2), "student_t5": core.student_t(2, df=5.0),
-                       "made": core.make_base("normal", 2)}.items():
+                       "mixture": core.gaussian_mixture(2, 3), "made": core.make_base("normal", 2)}.items():
         p = c(p32(dist.init, KEY))
         out[name] = jax.vmap(dist.log_prob, (None, 0))(p, c(A[:5]))
         dist.init(KEY)

@@ -17,6 +17,7 @@ from genlearn.core.bijectors import (
 from genlearn.core.distributions import (
     Distribution,
     diag_gaussian,
+    gaussian_mixture,
     logistic,
     make_base,
     standard_normal,
@@ -42,6 +43,7 @@ __all__ = [
     "from_estimator",
     "from_flow",
     "from_generator",
+    "gaussian_mixture",
     "logistic",
     "logit_box",
     "make_base",

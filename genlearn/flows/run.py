@@ -33,7 +33,7 @@ FACTORIES = {
     "glow": (flows.glow, ("mask", "base")),  # flows II: glow, cnf
     "cnf": (flows.cnf, ("rtol", "atol", "base", "activation")),
 }
-BASES = ("normal", "student_t", "logistic", "diag_gaussian")
+BASES = ("normal", "student_t", "logistic", "diag_gaussian", "mixture")
 # the factories whose alternating layers are one scanned pair (`scan=True`); runs saved before it rebuild unrolled
 SCANNED = ("realnvp", "maf", "iaf", "spline")
 SPLINE_BINS_2D = 32  # `genlearn fit spline`'s bins on 2-D data (defaults table: grid25 +0.956 -> +0.033 nats)
