@@ -181,15 +181,15 @@ def gaussian_mixture(dim: int, components: int = 8, *, spread: float = 1.0) -> D
     if not (math.isfinite(spread) and spread >= 0):
         raise ValueError(f"gaussian_mixture: spread must be a finite number >= 0, got {spread}")
     k = components
+    # each component is a diag_gaussian; its log-density mapped over the stacked components
+    per_component = jax.vmap(diag_gaussian(dim).log_prob, ({"mean": 0, "log_std": 0}, None))
 
     def init(key):
         return {"logits": jnp.zeros((k,)), "means": spread * jax.random.normal(key, (k, dim)),
                 "log_std": jnp.zeros((k, dim))}
 
     def log_prob(params, z):
-        means, log_std = params["means"].astype(z.dtype), params["log_std"].astype(z.dtype)
-        u = (z[None, :] - means) * jnp.exp(-log_std)
-        per = -0.5 * jnp.sum(u**2, axis=-1) - jnp.sum(log_std, axis=-1) - 0.5 * dim * _LOG_2PI
+        per = per_component({"mean": params["means"], "log_std": params["log_std"]}, z)
         return jax.nn.logsumexp(per + jax.nn.log_softmax(params["logits"].astype(z.dtype)))
 
     def sample(params, key, n):
