@@ -1,6 +1,7 @@
 """Flow-level properties: the change-of-variables density is a normalised density,
 agrees with a brute-force Jacobian, and sampling agrees with log_prob."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -209,6 +210,49 @@ def test_gaussian_mixture_samples_follow_its_weights_and_components():
 
     np.testing.assert_allclose(to_distrax(flow, fp).log_prob(jnp.asarray(z[:10])), flow.log_prob(fp, jnp.asarray(z[:10])),
                                rtol=1e-6)
+
+
+def test_gaussian_mixture_fit_is_em_and_a_flow_model_starts_at_it():
+    """``fit(key, z)`` is genlearn.classical.gmm's diagonal EM (checked against scikit-learn's own EM from the
+    same start in tests/test_classical.py), in the mixture's parameterisation: equal log-densities. A flow Model's
+    ``init(key, data)`` fits the base to the data mapped back through the freshly initialised bijector, and keeps
+    the bijector ``init(key)`` gives; without data it is the flow's own ``init(key)``, bit for bit."""
+    from genlearn.classical import gmm
+    from genlearn.core.model import from_flow
+
+    centres = np.array([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])
+    data = jnp.asarray(centres[np.arange(600) % 3] + 0.3 * np.random.default_rng(0).normal(size=(600, 2)),
+                       jnp.float32)
+    base = core.gaussian_mixture(2, 3)
+    key = jax.random.PRNGKey(3)
+    fitted = base.fit(key, data)
+    assert jax.tree_util.tree_map(jnp.shape, fitted) == jax.tree_util.tree_map(jnp.shape, base.init(key))
+    em = gmm(3, "diag")
+    np.testing.assert_allclose(jax.vmap(base.log_prob, (None, 0))(fitted, data),
+                               em.log_prob(em.fit(key, data), data), rtol=1e-4, atol=1e-4)
+    found = np.asarray(fitted["means"])[np.argsort(np.asarray(fitted["means"])[:, 0])]
+    np.testing.assert_allclose(found, centres, atol=0.1)  # the three clusters, their weights and scales
+    np.testing.assert_allclose(jax.nn.softmax(fitted["logits"]), [1 / 3] * 3, atol=0.01)
+    np.testing.assert_allclose(jnp.exp(fitted["log_std"]), 0.3, rtol=0.15)
+
+    flow = flows.realnvp(2, num_layers=2, hidden=(8,), base=base)
+    outer = core.fixed_affine(jnp.array([1.0, -2.0]), jnp.array([2.0, 0.5]))
+    model = from_flow(flow, outer)
+    x = data * jnp.array([2.0, 0.5]) + jnp.array([1.0, -2.0])  # data units: the outer map of the flow's space
+    plain = model.init(key)
+    chex.assert_trees_all_equal(plain, flow.init(key))
+    started = model.init(key, x)
+    chex.assert_trees_all_equal(started["bijector"], plain["bijector"])
+    kb, _ = jax.random.split(key)
+    z = core.transformed(flow, outer).inverse(plain, x)
+    chex.assert_trees_all_close(started["base"], base.fit(kb, z), rtol=1e-6, atol=1e-6)
+    assert float(jnp.mean(model.log_prob(started, x))) > float(jnp.mean(model.log_prob(plain, x))) + 1.0
+    with pytest.raises(ValueError, match="3 components need at least 3 points"):
+        base.fit(key, data[:2])
+    with pytest.raises(ValueError, match="shape"):
+        base.fit(key, data[:, :1])
+    with pytest.raises(ValueError, match="NaN|inf|finite"):
+        base.fit(key, data.at[0, 0].set(jnp.nan))
 
 
 @pytest.mark.parametrize("args, match", [((2, 0), "components must be an int >= 1"),

@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genlearn.core.bijectors import _check_dim, check_example
 
@@ -39,12 +40,16 @@ class Distribution(NamedTuple):
       log_prob: ``(params, z) -> scalar`` for z of shape (dim,).
       sample: ``(params, key, n) -> (n, dim)``.
       dim: the dimension.
+      fit: None, or a data-dependent initialisation ``fit(key, z) -> params`` from a batch ``z`` ``(n, dim)``
+        of base-space points (`genlearn.core.from_flow`'s ``init(key, data)`` maps the data through the
+        freshly initialised bijector's inverse and calls it; e.g. EM for `gaussian_mixture`).
     """
 
     init: Callable[[Array], Params]
     log_prob: Callable[[Params, Array], Array]
     sample: Callable[[Params, Array, int], Array]
     dim: int
+    fit: Callable[[Array, Array], Params] | None = None
 
 
 def _fixed(key):
@@ -173,7 +178,10 @@ def gaussian_mixture(dim: int, components: int = 8, *, spread: float = 1.0) -> D
     components' rather than split one Gaussian into many (a multimodal base: e.g. normflows'
     ``GaussianMixture``; Stimper et al. 2022 show affine flows failing on multimodal 2-D targets with a
     unimodal base). ``log_prob`` is a logsumexp over the components; ``sample`` draws a component, then
-    a Gaussian (not reparameterised through the component choice).
+    a Gaussian (not reparameterised through the component choice). ``fit(key, z)`` starts the mixture at a
+    diagonal Gaussian mixture fitted by EM to a batch of base-space points (`genlearn.classical.gmm`,
+    k-means++ seeding, float64): a flow whose bijector starts near the identity then starts at a GMM of
+    the data, and learns the rest.
     """
     dim = _check_dim(dim)
     if isinstance(components, bool) or not isinstance(components, int) or components < 1:
@@ -198,7 +206,18 @@ def gaussian_mixture(dim: int, components: int = 8, *, spread: float = 1.0) -> D
         eps = jax.random.normal(k_noise, (n, dim))
         return params["means"][c] + jnp.exp(params["log_std"][c]) * eps
 
-    return Distribution(init, _checked(log_prob, dim), sample, dim)
+    def fit(key, z):
+        from genlearn.classical.gmm import gmm  # classical is built on core; imported when used
+
+        z = np.asarray(z)
+        if z.ndim != 2 or z.shape[1] != dim:
+            raise ValueError(f"gaussian_mixture.fit: expected a batch of shape (n, {dim}), got {z.shape}")
+        if z.shape[0] < k:
+            raise ValueError(f"gaussian_mixture.fit: {k} components need at least {k} points, got {z.shape[0]}")
+        em = gmm(k, "diag").fit(key, z)  # diag prec_chol is log(1 / sigma)
+        return {"logits": em["logits"], "means": em["means"], "log_std": -em["prec_chol"]}
+
+    return Distribution(init, _checked(log_prob, dim), sample, dim, fit)
 
 
 _BASES = {

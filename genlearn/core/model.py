@@ -53,6 +53,8 @@ def from_flow(flow, outer=None, *, data_init: bool = False, log_prob_needs_key: 
       data_init: the flow's bijector takes ``init(key, x_batch)`` (Glow's
         ActNorm): ``init(key, data)`` maps ``data`` through ``outer``'s inverse
         and runs it; ``init(key)`` starts the layers at the identity.
+        Whatever ``data_init``, a base with a ``fit`` (`genlearn.core.gaussian_mixture`) starts, in
+        ``init(key, data)``, at its fit to ``data`` mapped through the initialised bijector's inverse.
       log_prob_needs_key: a stochastic log-density (``cnf(trace="hutchinson")``):
         ``log_prob(params, x, key)``, flagged as an estimate.
     """
@@ -62,13 +64,21 @@ def from_flow(flow, outer=None, *, data_init: bool = False, log_prob_needs_key: 
     outer_params = None if outer is None else outer.init(jax.random.PRNGKey(0))
 
     def init(key, data=None):
-        if data is None or not data_init:
+        fit_base = model.base.fit is not None
+        if data is None or not (data_init or fit_base):
             return model.init(key)
         x = jnp.asarray(data)
-        if outer is not None:
-            x = jax.vmap(outer.inverse, (None, 0))(outer_params, x)
-        kb, kg = jax.random.split(key)
-        return {"base": model.base.init(kb), "bijector": model.bijector.init(kg, x)}
+        kb, kg = jax.random.split(key)  # as the flow's own init(key)
+        if data_init:
+            y = x if outer is None else jax.vmap(outer.inverse, (None, 0))(outer_params, x)
+            bijector = model.bijector.init(kg, y)
+        else:
+            bijector = model.bijector.init(kg)
+        if not fit_base:
+            return {"base": model.base.init(kb), "bijector": bijector}
+        # the base starts at a fit to the data mapped back through the freshly initialised bijector
+        z = model.inverse({"base": None, "bijector": bijector}, x)
+        return {"base": model.base.fit(kb, z), "bijector": bijector}
 
     if log_prob_needs_key:
         def log_prob(params, x, key):
