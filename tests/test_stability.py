@@ -1,7 +1,8 @@
 """Issue 17, item 3: the library's defaults train without loss spikes.
 
 With ``gl.train.fit`` and plain ``optax.adam(1e-3)``, no minibatch loss after
-the first 50 steps exceeds twice the initial loss, for every flow family, both
+the first 50 steps exceeds twice the initial loss (the initial loss plus its magnitude
+when it is negative), for every flow family, both
 through the API and through the CLI. The API runs replay the configuration of
 ``benchmarks/stability.py`` (ring8, batch 256, init seed 0, data key 10), where
 RealNVP with ``base="normal"`` reaches 106 nats at step 331 from 2.84: the
@@ -34,7 +35,10 @@ def _assert_no_spike(loss, what):
     assert loss.shape[0] >= STEPS and np.all(np.isfinite(loss)), what
     late = loss[50:]
     worst = int(np.argmax(late)) + 50
-    assert late.max() <= 2 * loss[0], f"{what}: loss {late.max():.2f} at step {worst} > 2 x initial {loss[0]:.2f}"
+    # twice the initial loss when it is positive; in general no rise above it by more than its magnitude (the
+    # CLI's mixture base, fitted to the data at init, starts at a negative NLL on grid25: -1.69 nats)
+    bound = loss[0] + abs(loss[0])
+    assert late.max() <= bound, f"{what}: loss {late.max():.2f} at step {worst} > {bound:.2f} (initial {loss[0]:.2f})"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
