@@ -261,3 +261,43 @@ def test_iwae_loss_is_the_negative_iwae_bound_and_tightens_with_k(lg):
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))
     with pytest.raises(ValueError, match=r"k \(IWAE training samples\) must be an integer >= 1"):
         V.iwae_loss(model, 0)
+
+
+def test_a_learnable_prior_enters_every_bound_and_the_sampler(lg):
+    """``prior=``: a genlearn Distribution on R^D trained with the rest. N(0, I) given as a Distribution, or a
+    one-component mixture at (0, 1), is the default model (the linear-Gaussian bounds unchanged); a mixture's
+    log p(z) is its log_prob at the posterior draws; samples decode the prior's draws; its params get
+    gradients; bad priors are refused by name."""
+    from genlearn import core
+
+    x = jnp.asarray(lg.x, jnp.float32)
+    params, key = lg.params(mean_shift=0.2), jax.random.PRNGKey(5)
+    unit = core.gaussian_mixture(L, 1)
+    unit_params = {"logits": jnp.zeros(1), "means": jnp.zeros((1, L)), "log_std": jnp.zeros((1, L))}
+    for prior, prior_params in ((core.standard_normal(L), {}), (unit, unit_params)):
+        model = V.vae(D, L, encoder=V.MLPEncoder(()), decoder=V.MLPDecoder(()), likelihood=V.gaussian(S),
+                      max_rows=5, prior=prior)
+        with_prior = {**params, "prior": prior_params}
+        np.testing.assert_allclose(model.iwae(with_prior, x, key, 7), lg.model.iwae(params, x, key, 7), rtol=1e-5)
+        np.testing.assert_allclose(model.elbo(with_prior, x, key, 3), lg.model.elbo(params, x, key, 3), rtol=1e-5)
+        if prior_params == {}:  # the same N(0, I) draws (the mixture draws a component first)
+            np.testing.assert_allclose(model.sample(with_prior, key, 4), lg.model.sample(params, key, 4), rtol=1e-5)
+    mix = core.gaussian_mixture(L, 3)
+    model = V.vae(D, L, encoder=V.MLPEncoder(()), decoder=V.MLPDecoder(()), likelihood=V.gaussian(S), prior=mix)
+    p = {**params, "prior": _perturb(mix.init(jax.random.PRNGKey(1)), jax.random.PRNGKey(2))}
+    assert jax.tree_util.tree_structure(model.init(key)) == jax.tree_util.tree_structure(p)
+    _, log_pz, _ = model.log_weights(p, x, key, 4)
+    z, _ = model.sample_posterior(p, x, key, 4)
+    np.testing.assert_allclose(log_pz, jax.vmap(jax.vmap(mix.log_prob, (None, 0)), (None, 0))(p["prior"], z),
+                               rtol=1e-6)
+    k_z, _ = jax.random.split(key)
+    np.testing.assert_allclose(model.sample_mean(p, k_z, 6),
+                               model.likelihood.mean(model.decode(p, mix.sample(p["prior"], k_z, 6))), rtol=1e-6)
+    grads = jax.grad(V.iwae_loss(model, 4))(p, x, key)
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(grads["prior"]))
+    with pytest.raises(TypeError, match="prior must be a genlearn.core.Distribution"):
+        V.vae(D, L, prior="mixture")
+    with pytest.raises(ValueError, match="the prior is a distribution on R\\^3 but latent_dim is 2"):
+        V.vae(D, L, prior=core.gaussian_mixture(3, 2))
+    with pytest.raises(ValueError, match="analytic_kl is KL"):
+        V.vae(D, L, prior=mix, analytic_kl=True)

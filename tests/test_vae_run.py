@@ -68,6 +68,27 @@ def test_the_iaf_posterior_model_of_the_registry():
     assert lp.shape == (5,) and bool(jnp.all(jnp.isfinite(lp)))
 
 
+def test_the_mixture_prior_of_the_registry_and_old_runs():
+    """``--prior mixture`` builds the VAE on `core.gaussian_mixture(D, K)` (its params in params["prior"]); a run
+    saved before the prior was an option rebuilds on N(0, I), the model it was trained as."""
+    import jax
+    import jax.numpy as jnp
+
+    family, ds = registry.get("vae"), load_dataset("ring8", n_train=300, n_test=50)
+    pre, x = family.preprocess(ds), jnp.asarray(ds.test[:5])
+    opts = runs.resolve_options(family, ds, {"prior": "mixture", "prior_components": 5, "hidden": [16],
+                                             "eval_samples": 4})
+    params = family.build(opts, 2, pre).init(jax.random.PRNGKey(0))
+    assert params["prior"]["means"].shape == (5, 2)
+    old = {k: v for k, v in runs.resolve_options(family, ds, {"hidden": [16], "eval_samples": 4}).items()
+           if k not in ("prior", "prior_components")}
+    model, now = family.build(old, 2, pre), family.build({**old, "prior": "normal", "prior_components": 5}, 2, pre)
+    p = model.init(jax.random.PRNGKey(0))
+    assert "prior" not in p
+    np.testing.assert_allclose(model.log_prob(p, x, jax.random.PRNGKey(1)), now.log_prob(p, x, jax.random.PRNGKey(1)),
+                               rtol=1e-6)
+
+
 def test_vae_options_are_checked(tmp_path, capsys):
     tiny = ["--steps", "2", "--out", str(tmp_path / "x"), "--no-progress"]
     for extra, message in ((["--likelihood", "logistic"], "needs pixel data"),

@@ -45,6 +45,9 @@ from genlearn.vae.vae import VAE, bounds, iaf_posterior, vae
 __all__ = ["default_options", "preprocess", "build_vae", "build", "trainer", "FAMILY"]
 
 
+PRIOR_COMPONENTS = 32  # --prior mixture's components, unless --prior-components says otherwise
+
+
 def default_options(dataset: Dataset) -> dict:
     """Per-data defaults (benchmarks/vae_numbers.py): an MLP VAE; on pixels with early stopping on a split.
 
@@ -57,11 +60,13 @@ def default_options(dataset: Dataset) -> dict:
         return {"steps": 3000, "batch_size": 128, "learning_rate": 1e-3, "weight_decay": 0.0, "latent_dim": 16,
                 "hidden": [256, 256], "network": "mlp", "channels": [32, 64],
                 "likelihood": "logistic", "mixtures": 1, "posterior": "gaussian", "flow_layers": 2, "beta": 1.0,
-                "train_k": 1, "eval_samples": 1000, "val_fraction": 0.15, "eval_every": 200, "patience": 10}
+                "train_k": 1, "eval_samples": 1000, "val_fraction": 0.15, "eval_every": 200, "patience": 10,
+                "prior": "normal", "prior_components": PRIOR_COMPONENTS}
     return {"steps": 10_000, "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 0.0, "latent_dim": 2,
             "hidden": [128, 128], "network": "mlp", "channels": [32, 64], "likelihood": "gaussian", "mixtures": 1,
             "posterior": "gaussian", "flow_layers": 2, "beta": 1.0, "train_k": 16, "eval_samples": 1000,
-            "val_fraction": 0.0, "eval_every": 500, "patience": None}
+            "val_fraction": 0.0, "eval_every": 500, "patience": None, "prior": "normal",
+            "prior_components": PRIOR_COMPONENTS}
 
 
 def preprocess(dataset: Dataset) -> dict:
@@ -94,8 +99,13 @@ def build_vae(options: dict, dim: int, pre: dict) -> VAE:
         from genlearn.vae.vae import features_dim
 
         flow = iaf_posterior(int(o["latent_dim"]), features_dim(encoder, dim), int(o["flow_layers"]))
+    prior = None  # runs saved before the prior was an option had N(0, I)
+    if o.get("prior", "normal") == "mixture":
+        from genlearn.core import gaussian_mixture
+
+        prior = gaussian_mixture(int(o["latent_dim"]), int(o["prior_components"]))
     return vae(dim, int(o["latent_dim"]), encoder=encoder, decoder=decoder, likelihood=likelihood, flow=flow,
-               beta=float(o["beta"]), eval_samples=int(o["eval_samples"]), preprocess=prep)
+               beta=float(o["beta"]), eval_samples=int(o["eval_samples"]), preprocess=prep, prior=prior)
 
 
 def build(options: dict, dim: int, pre: dict) -> Model:
@@ -222,6 +232,10 @@ FAMILY = registry.register(registry.Family(
                         ("gaussian", "iaf")),
         registry.Option("--flow-layers", "flow_layers", registry.positive_int, "vae: IAF layers of the posterior"),
         registry.Option("--beta", "beta", registry.nonneg_float, "vae: KL weight (beta-VAE; 1 = the ELBO)"),
+        registry.Option("--prior", "prior", str, "vae: p(z), normal (N(0, I)) or mixture (a learnable mixture of "
+                        "diagonal Gaussians, genlearn.core.gaussian_mixture)", ("normal", "mixture")),
+        registry.Option("--prior-components", "prior_components", registry.positive_int,
+                        "vae: components of --prior mixture"),
         registry.Option("--train-k", "train_k", registry.positive_int,
                         "vae: train on the IWAE bound with k samples (1 = the ELBO; Burda et al. 2016)"),
         registry.Option("--eval-samples", "eval_samples", registry.positive_int,

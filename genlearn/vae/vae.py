@@ -1,8 +1,9 @@
 r"""Variational autoencoders: the ELBO, beta-VAE, the IWAE bound and a flow posterior.
 
 A latent-variable model p(x) = int p(x | z) p(z) dz with the prior
-p(z) = N(0, I_D), a decoder likelihood p(x | z) (`genlearn.vae.likelihoods`)
-and an amortised posterior q(z | x) (Kingma & Welling 2014):
+p(z) = N(0, I_D) (or a learnable ``prior``, e.g. a Gaussian mixture), a
+decoder likelihood p(x | z) (`genlearn.vae.likelihoods`) and an amortised
+posterior q(z | x) (Kingma & Welling 2014):
 
 * **Gaussian posterior**: z = mu(x) + sigma(x) * eps, eps ~ N(0, I) (the
   reparameterisation trick), mu and log sigma two dense heads on the
@@ -43,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genlearn.core.bijectors import Bijector
+from genlearn.core.distributions import Distribution
 from genlearn.core.flow import check_batch
 from genlearn.vae.likelihoods import Likelihood, gaussian
 from genlearn.vae.networks import MLPDecoder, MLPEncoder
@@ -71,8 +73,8 @@ class VAE(NamedTuple):
         of a Gaussian posterior when built with ``analytic_kl=True``).
       iwae: ``iwae(params, x, key, k) -> (n,)``: the IWAE_k bound, k >= 1.
       log_prob: ``log_prob(params, x, key) -> (n,)``: IWAE with ``eval_samples``.
-      sample: ``sample(params, key, n) -> (n, dim)``: z ~ N(0, I), x ~ p(x | z).
-      sample_mean: ``(params, key, n) -> (n, dim)``: E[x | z] for z ~ N(0, I).
+      sample: ``sample(params, key, n) -> (n, dim)``: z ~ p(z), x ~ p(x | z).
+      sample_mean: ``(params, key, n) -> (n, dim)``: E[x | z] for z ~ p(z).
       loss: ``loss(params, batch, key) -> scalar``, the mean negative ELBO_beta:
         the `genlearn.train.gradient_trainer` loss.
       dim, latent_dim, features: data, latent and encoder-feature widths.
@@ -80,6 +82,7 @@ class VAE(NamedTuple):
       beta: the KL weight of ``loss``.
       flow: the posterior's bijector, or None for the Gaussian posterior.
       eval_samples: k of ``log_prob``.
+      prior: the learnable prior's `genlearn.core.Distribution`, or None for N(0, I).
     """
 
     init: Callable[[Array], PyTree]
@@ -100,6 +103,7 @@ class VAE(NamedTuple):
     beta: float
     flow: Bijector | None
     eval_samples: int
+    prior: Distribution | None = None
 
 
 class Bounds(NamedTuple):
@@ -164,7 +168,8 @@ def iaf_posterior(latent_dim: int, context_dim: int, num_layers: int = 2, hidden
 def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder: nn.Module | None = None,
         likelihood: Likelihood | None = None, flow: Bijector | None = None, beta: float = 1.0,
         analytic_kl: bool = False, eval_samples: int = 1000, max_rows: int = 65536,
-        preprocess: Callable[[Array], Array] | None = None, min_log_sigma: float = -7.0) -> VAE:
+        preprocess: Callable[[Array], Array] | None = None, min_log_sigma: float = -7.0,
+        prior: Distribution | None = None) -> VAE:
     r"""A VAE on R^dim with a D-dimensional latent space (module docstring for the math).
 
     Args:
@@ -184,6 +189,10 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
       preprocess: applied to x before the encoder only (e.g. pixels to [-1, 1]);
         the likelihood always sees x as given.
       min_log_sigma: soft lower bound of the posterior's log-std.
+      prior: a `genlearn.core.Distribution` on R^D whose params (``params["prior"]``) train with the rest,
+        e.g. ``genlearn.core.gaussian_mixture(D, 32)``: a multimodal prior, so that separated modes of the data
+        need not be decoded from one connected Gaussian (Dilokthanakul et al. 2016; Tomczak & Welling 2018
+        learn the prior too). None: the fixed N(0, I).
 
     Raises:
       ValueError: latent_dim < 1, a bad k / beta, a flow of the wrong size, or an
@@ -217,6 +226,13 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
                              f"encoder's feature width {features}")
         if analytic_kl:
             raise ValueError("analytic_kl needs the Gaussian posterior; a flow posterior's KL has no closed form")
+    if prior is not None:
+        if not isinstance(prior, Distribution):
+            raise TypeError(f"prior must be a genlearn.core.Distribution on R^{latent_dim}, got {type(prior).__name__}")
+        if prior.dim != latent_dim:
+            raise ValueError(f"the prior is a distribution on R^{prior.dim} but latent_dim is {latent_dim}")
+        if analytic_kl:
+            raise ValueError("analytic_kl is KL(q || N(0, I)); a learnable prior's KL has no closed form")
     prep = (lambda x: x) if preprocess is None else preprocess
 
     def init(key):
@@ -225,6 +241,8 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
                   "decoder": decoder.init(kd, jnp.zeros((1, latent_dim)))}
         if flow is not None:
             params["flow"] = flow.init(kf)
+        if prior is not None:
+            params["prior"] = prior.init(jax.random.fold_in(key, 3))
         return params
 
     def _rows(x, what="x"):
@@ -260,13 +278,16 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
             log_q = log_q - log_det
         return z, log_q
 
-    def _log_prior(z):
-        return jnp.sum(-0.5 * z**2 - 0.5 * _LOG_2PI, axis=-1)
+    def _log_prior(params, z):
+        if prior is None:
+            return jnp.sum(-0.5 * z**2 - 0.5 * _LOG_2PI, axis=-1)
+        one = lambda v: prior.log_prob(params["prior"], v)  # noqa: E731
+        return jax.vmap(jax.vmap(one))(z)
 
     def _log_weights(params, x, encoded, key, m):
         z, log_q = _sample_posterior(params, encoded, key, m)
         log_px_z = likelihood.log_prob(decode(params, z), x[:, None])
-        return log_px_z, _log_prior(z), log_q
+        return log_px_z, _log_prior(params, z), log_q
 
     def log_weights(params, x, key, m):
         x = _rows(x)
@@ -304,6 +325,8 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
         return iwae(params, x, key, eval_samples)
 
     def _prior_draw(params, key, n):
+        if prior is not None:
+            return prior.sample(params["prior"], key, n)
         return jax.random.normal(key, (n, latent_dim), jax.tree_util.tree_leaves(params["decoder"])[0].dtype)
 
     def sample(params, key, n):
@@ -318,7 +341,7 @@ def vae(dim: int, latent_dim: int, *, encoder: nn.Module | None = None, decoder:
 
     model_beta = beta
     return VAE(init, encode, sample_posterior, decode, log_weights, elbo, iwae, log_prob, sample, sample_mean, loss,
-               dim, latent_dim, features, likelihood, beta, flow, eval_samples)
+               dim, latent_dim, features, likelihood, beta, flow, eval_samples, prior)
 
 
 def iwae_loss(model: VAE, k: int) -> Callable[[PyTree, Array, Array], Array]:
