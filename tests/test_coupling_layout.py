@@ -168,8 +168,8 @@ def test_fit_records_the_scan_and_old_runs_rebuild_unrolled(name):
 
 
 def test_affine_flows_on_2d_toys_default_to_a_mixture_base_fitted_to_the_data(tmp_path):
-    """The CLI's flows but the CNF take a 32-component mixture base on 2-D continuous data (not on wider data or
-    pixels); the run records it; ``--components`` sets K and a K beyond the
+    """The CLI's flows but NICE and the CNF take a 32-component mixture base on 2-D continuous data (not on wider
+    data or pixels), the spline with a 5 % learning-rate warmup; the run records both; ``--components`` sets K and a K beyond the
     initialisation batch is refused by name; a run saved with ``--base mixture`` before K was recorded rebuilds
     with 8; and the trained model's initial density is the EM fit's (the base starts at the data)."""
     from genlearn import runs
@@ -182,9 +182,10 @@ def test_affine_flows_on_2d_toys_default_to_a_mixture_base_fitted_to_the_data(tm
     digits = load_dataset("digits")
     for name in flow_run.FACTORIES:
         on_toy = flow_run.defaults(name, toy)
-        mixture = name != "cnf"
+        mixture = name not in ("nice", "cnf")
         assert (on_toy["base"] == "mixture") == mixture, name
         assert on_toy["base_components"] == 32
+        assert on_toy["warmup"] == (0.05 if name == "spline" else 0.0), name
         assert flow_run.defaults(name, wide)["base"] != "mixture" and flow_run.defaults(name, digits)["base"] != "mixture"
     pre = flow_run.preprocess(toy)
     options = {**flow_run.defaults("realnvp", toy), "num_layers": 2, "hidden": [8]}
