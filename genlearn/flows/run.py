@@ -35,27 +35,26 @@ FACTORIES = {
 }
 BASES = ("normal", "student_t", "logistic", "diag_gaussian", "mixture")
 MIXTURE_COMPONENTS = 32  # --base mixture's components (K), unless --components says otherwise
-# The affine flows on 2-D continuous data start from a 32-component mixture base fitted by EM to a batch of the
-# data (`core.gaussian_mixture`'s fit, called by the Model's init(key, data)): a connected Gaussian base
-# stretched over separated modes leaves filaments between them (stop 34's grid25 pictures), a mixture base
-# needs no such stretch. runs.fit at the CLI defaults, gap to the truth, the family's base (t; NICE N(0, I)) at
-# seed 0 -> the mixture at seeds 0/1/2 (stop 35): RealNVP grid25 1.626 -> 0.0035/0.0018/0.0031, ring8 0.134 ->
+# On 2-D continuous data RealNVP, MAF, IAF, Glow and the spline start from a 32-component mixture base fitted by
+# EM to a batch of the data (`core.gaussian_mixture`'s fit, called by the Model's init(key, data)): a connected
+# base stretched over separated modes leaves filaments between them (stop 34's grid25 pictures); a mixture base
+# needs no such stretch. runs.fit at the CLI defaults, gap to the truth, the family's base at seed 0 -> the
+# mixture at seeds 0/1/2 (stop 35): RealNVP grid25 1.626 -> 0.0035/0.0018/0.0031, ring8 0.134 ->
 # 0.0026/0.0039/0.0021; MAF grid25 1.722 -> 0.0032/0.0023/0.0032, ring8 0.145 -> 0.0025/0.0028/0.0020; IAF grid25
-# 2.072 -> 0.0027/0.0016/0.0030, ring8 0.273 -> 0.0020/0.0030/0.0018; NICE grid25 0.946 -> 0.0518/0.0602/0.0052,
-# ring8 0.218 -> 0.0018/0.0024/0.0042; Glow grid25 1.691 -> 0.0027/0.0031/0.0029, ring8 0.590 ->
-# 0.0021/0.0028/0.0013; moons (seed 0) RealNVP 0.015 -> 0.0079, MAF 0.014 -> 0.0068, IAF 0.020 -> 0.0080,
-# NICE 0.062 -> 0.0090, Glow 0.018 -> 0.0077
-# The spline too (it has no stretch to make, but starts nearer; 32 bins, seed 0 -> seeds 0/1/2): grid25 0.034 ->
-# 0.0171/0.0127/0.0239, ring8 0.019 -> 0.0024/0.0065/0.0065; moons 0.026 -> 0.0118 (seed 0). On toys not used
-# to choose (RealNVP, seed 0, held-out NLL): circles 1.827 -> 1.782 (truth 1.772), pinwheel 1.556 -> 1.538, but
-# checkerboard 1.847 -> 1.983 (truth 1.792; MAF 1.836 -> 1.992): uniform boxes should take --base student_t
+# 2.072 -> 0.0027/0.0016/0.0030, ring8 0.273 -> 0.0020/0.0030/0.0018; Glow grid25 1.691 -> 0.0027/0.0031/0.0029,
+# ring8 0.590 -> 0.0021/0.0028/0.0013; spline (before its warmup) grid25 0.034 -> 0.0171/0.0127/0.0239, ring8
+# 0.019 -> 0.0024/0.0065/0.0065; moons (seed 0) RealNVP 0.015 -> 0.0079, MAF 0.014 -> 0.0068, IAF 0.020 ->
+# 0.0080, Glow 0.018 -> 0.0077, spline 0.026 -> 0.0118. On toys not used to choose (RealNVP, seed 0, held-out
+# NLL): circles 1.827 -> 1.782 (truth 1.772), pinwheel 1.556 -> 1.538, but checkerboard 1.847 -> 1.983 (truth
+# 1.792; MAF 1.836 -> 1.992): uniform boxes should take --base student_t.
 # A base fitted to the data is sharp (grid25's components: std ~0.05 standardised), so Adam's first full-size
 # steps on the flow can cost whole nats (tests/test_stability.py's 400-step CLI run on grid25, from -1.67 nats):
-# the spline reached 11.0 at step 94, and warms up its learning rate linearly over the first 5 % of the steps
-# (--warmup; then 0.0 the other way); NICE reached 154 at step 61 (peak 3e-3), 260 at step 104 with a quarter of
-# the steps warming up, 11.1 at step 116 at a peak of 1e-3, so NICE keeps its own base (its 3 seeds with the
-# mixture, without those spikes counted: grid25 0.946 -> 0.0518/0.0602/0.0052, ring8 0.218 ->
-# 0.0018/0.0024/0.0042). RealNVP, MAF, IAF and Glow pass without warmup.
+# the spline reached 11.0 at step 94, so it warms its learning rate up linearly over the first 5 % of the steps
+# (--warmup; none after that). NICE reached 154 at step 61 (peak 3e-3), 260 at step 104 with a quarter of the
+# steps warming up, 11.1 at step 116 at a peak of 1e-3, so NICE keeps its own base (with the mixture, seeds
+# 0/1/2: grid25 0.946 -> 0.0518/0.0602/0.0052, ring8 0.218 -> 0.0018/0.0024/0.0042; moons, seed 0, 0.062 ->
+# 0.0090).
+# RealNVP, MAF, IAF and Glow rise by none of that without warmup.
 MIXTURE_BASE_2D = ("realnvp", "maf", "iaf", "glow", "spline")
 WARMUP = {"spline": 0.05}
 # the factories whose alternating layers are one scanned pair (`scan=True`); runs saved before it rebuild unrolled
