@@ -35,6 +35,7 @@ FACTORIES = {
 }
 BASES = ("normal", "student_t", "logistic", "diag_gaussian", "mixture")
 MIXTURE_COMPONENTS = 32  # --base mixture's components (K), unless --components says otherwise
+INIT_ROWS = 1024  # the training rows the trainer initialises on (Glow's ActNorm, the mixture base's EM fit)
 # On 2-D continuous data RealNVP, MAF, IAF, Glow and the spline start from a 32-component mixture base fitted by
 # EM to a batch of the data (`core.gaussian_mixture`'s fit, called by the Model's init(key, data)): a connected
 # base stretched over separated modes leaves filaments between them (stop 34's grid25 pictures); a mixture base
@@ -88,7 +89,7 @@ def defaults(name: str, dataset, chosen: dict | None = None) -> dict:
     user gave): flow matching by default, maximum likelihood on request.
     """
     # K = 32, or fewer on small data: at least 8 rows of the initialisation batch per component
-    n_init = min(int(np.shape(dataset.train)[0]), 1024)
+    n_init = min(int(np.shape(dataset.train)[0]), INIT_ROWS)
     recorded = {"base": _default_of(name, "base"), "base_components": min(MIXTURE_COMPONENTS, max(1, n_init // 8))}
     recorded["warmup"] = 0.0
     if name in MIXTURE_BASE_2D and dataset.discrete_levels is None and int(np.shape(dataset.train)[1]) == 2:
@@ -226,7 +227,7 @@ def trainer(model, dataset, options: dict, key, ctx: registry.Context) -> regist
     o = options
     k_init, k_fit = jax.random.split(key)
     dequant = uniform_dequantize if dataset.discrete_levels is not None else None
-    x0 = jnp.asarray(dataset.train[:1024])
+    x0 = jnp.asarray(dataset.train[:INIT_ROWS])
     params = model.init(k_init, x0 if dequant is None else dequant(k_init, x0))
     warmup = int(round(float(o.get("warmup", 0.0)) * o["steps"]))  # runs saved before it had none
     if warmup > 0:  # linear from 0 to the peak rate, then the cosine decay
@@ -270,7 +271,7 @@ def _check(options: dict, dataset) -> str | None:
     n_fit = n_train - max(1, round(options["val_fraction"] * n_train)) if options["val_fraction"] > 0 else n_train
     if options["batch_size"] > n_fit:
         return f"--batch-size {options['batch_size']} exceeds the {n_fit} training rows of {dataset.name}"
-    n_init = min(n_train, 1024)  # the trainer's initialisation batch
+    n_init = min(n_train, INIT_ROWS)
     if options["base"] == "mixture" and options["base_components"] > n_init:
         return (f"--components {options['base_components']} exceeds the {n_init} rows the mixture base is "
                 f"fitted to at initialisation")
