@@ -46,7 +46,7 @@ from genlearn.classical._validation import (
 __all__ = ["Histogram", "histogram", "MAX_CELLS", "CV_BINS"]
 
 MAX_CELLS = 2**24
-CV_BINS = (4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256)
+CV_BINS = (4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256, 320, 400, 512)
 """The bins per axis that ``bins="cv"`` chooses from (those with at most ``MAX_CELLS`` cells)."""
 
 
