@@ -288,6 +288,8 @@ def test_cnf_trains_by_flow_matching_by_default_and_by_maximum_likelihood_on_req
     _, cfg, metrics = fit("cnf", load_dataset("moons", n_test=1000), {"hidden": [64, 64], "learning_rate": 3e-3},
                           steps=6000, progress=False)
     assert cfg["options"]["objective"] == "flow-matching" and cfg["options"]["activation"] == "silu"
+    # on 2-D data from a mixture base fitted to the data, each row paired with a draw from its component
+    assert cfg["options"]["base"] == "mixture" and cfg["options"]["coupling"] == "component"
     assert metrics["test_nll_standardized"] < 1.8, metrics["test_nll_standardized"]
     label = registry.get("cnf").loss_label
     assert label(cfg["options"]) == "flow-matching loss (flow space)"
@@ -301,6 +303,8 @@ def test_cnf_trains_by_flow_matching_by_default_and_by_maximum_likelihood_on_req
     _, cfg, metrics = fit("cnf", small, {"objective": "mle", "hidden": [8]}, steps=3, progress=False)
     assert cfg["options"]["objective"] == "mle" and cfg["options"]["activation"] == "tanh"
     assert np.isfinite(metrics["test_nll_standardized"])
-    for bad, message in ((["--layers", "2"], "trains one ODE block"), (["--base", "student_t"], "transports N")):
+    for bad, message in ((["--layers", "2"], "trains one ODE block"),
+                         (["--base", "normal", "--coupling", "component"], "needs --base mixture"),
+                         (["--objective", "mle", "--coupling", "ot"], "needs --objective flow-matching")):
         assert main(["fit", "cnf", "--data", "moons", "--steps", "3", *bad, "--out", str(tmp_path / "x")]) == 2
         assert message in capsys.readouterr().err
