@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genlearn.energy import from_function, grid_log_z, mlp_energy, standardized
+from genlearn import core
+from genlearn.energy import from_function, grid_log_z, mlp_energy, residual_energy, standardized
 
 MODEL = mlp_energy(3, (16, 16))
 PARAMS = MODEL.init(jax.random.PRNGKey(0))
@@ -64,6 +65,27 @@ def test_standardized_moves_the_density_with_the_same_log_z():
     assert abs(lz_u - lz_x) < 1e-4
 
 
+def test_residual_energy_at_zero_correction_is_the_fitted_mixture():
+    # V = -log q + E with E started at zero (zero last layer): exp(-V) is the EM-fitted mixture itself,
+    # normalised (Z = 1), and training the correction leaves the base's params alone.
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (400, 2)) * 0.3
+                   + jnp.array([[1.0, 0.0]]) * (jnp.arange(400) % 2)[:, None], np.float32)
+    q = core.gaussian_mixture(2, 4)
+    model = residual_energy(q, mlp_energy(2, (16, 16), confinement=float("inf"), zero_init=True))
+    params = {**model.init(jax.random.PRNGKey(1)), "base": q.fit(jax.random.PRNGKey(2), x)}
+    want = jax.vmap(q.log_prob, (None, 0))(params["base"], x[:50])
+    np.testing.assert_allclose(model.unnormalized_log_prob(params, x[:50]), want, rtol=1e-6, atol=1e-6)
+    assert abs(grid_log_z(lambda y: model.unnormalized_log_prob(params, y), [-3, -3], [4, 3], 500)) < 1e-3
+    grads = jax.grad(lambda p: jnp.sum(model.energy(p, x[:50])))(params)
+    assert all(float(jnp.max(jnp.abs(g))) == 0 for g in jax.tree_util.tree_leaves(grads["base"]))
+    assert any(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree_util.tree_leaves(grads["correction"]))
+    # a nonzero correction adds to -log q, and the score is that of the sum
+    corr = jax.tree_util.tree_map(lambda a: a + 0.1, params["correction"])
+    shifted = {**params, "correction": corr}
+    e_corr = mlp_energy(2, (16, 16), confinement=float("inf")).energy(corr, x[:50])
+    np.testing.assert_allclose(model.energy(shifted, x[:50]), e_corr - want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -74,6 +96,9 @@ def test_standardized_moves_the_density_with_the_same_log_z():
         (lambda: mlp_energy(2, (8,), confinement=-1.0), "confinement must be > 0"),
         (lambda: mlp_energy(2, (8,), activation="nope"), "nope"),
         (lambda: standardized(MODEL, [0.0, 0.0, 0.0], [1.0, 0.0, 1.0]), "std must be positive"),
+        (lambda: residual_energy(core.gaussian_mixture(2, 3), MODEL), "base has dimension 2 but the correction 3"),
+        (lambda: residual_energy(core.gaussian_mixture(3, 3), lambda p, x: 0.0), "correction must be an EnergyModel"),
+        (lambda: residual_energy(object(), MODEL), "base must be a genlearn.core.Distribution"),
         (lambda: MODEL.energy(PARAMS, jnp.zeros((4, 2))), r"shape \(3,\) or \(n, 3\)"),
         (lambda: MODEL.score(PARAMS, jnp.zeros((2, 4, 3))), r"shape \(3,\) or \(n, 3\)"),
     ],

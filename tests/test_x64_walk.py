@@ -292,6 +292,15 @@ def _energy_models(c):
             std.energy(p, x))
 
 
+@recipe("energy.residual_energy")
+def _residual_energy(c):
+    q = core.gaussian_mixture(2, 3)
+    model = energy.residual_energy(q, energy.mlp_energy(2, (8,), confinement=float("inf"), zero_init=True))
+    p = c(p32(model.init, KEY))
+    x = c(A[:5])
+    return model.energy(p, x), model.score(p, x)
+
+
 @recipe("energy.contrastive_divergence", "energy.denoising_score_matching", "energy.sliced_score_matching",
         compare=False)
 def _energy_losses(c):
@@ -328,6 +337,14 @@ def _samplers(c):
         if name in ("hmc", "nuts"):
             energy.divergence_rate(info)
     return out
+
+
+@recipe("energy.ais_log_z_from", rtol=0.2, atol=0.2)
+def _log_z_from(c):
+    logq = lambda x: -0.5 * jnp.sum(x ** 2, -1) - jnp.log(2 * jnp.pi)  # noqa: E731  (normalised N(0, I))
+    sample = lambda k, n: jax.random.normal(k, (n, 2))  # noqa: E731
+    return energy.ais_log_z_from(lambda x: 2.0 * logq(x), KEY, logq, sample, 2, step_size=0.25, num_chains=64,
+                                 num_temperatures=8).log_z
 
 
 @recipe("energy.ais_log_z", "energy.beta_schedule", "energy.gaussian_base", "energy.grid_log_z",

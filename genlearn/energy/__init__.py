@@ -8,6 +8,7 @@ from genlearn.energy.ais import (
     AISResult,
     LogLikelihood,
     ais_log_z,
+    ais_log_z_from,
     beta_schedule,
     gaussian_base,
     grid_log_z,
@@ -20,7 +21,7 @@ from genlearn.energy.diagnostics import (
     rhat,
     summarize,
 )
-from genlearn.energy.models import EnergyModel, from_function, mlp_energy, standardized
+from genlearn.energy.models import EnergyModel, from_function, mlp_energy, residual_energy, standardized
 from genlearn.energy.samplers import (
     LangevinState,
     Sampler,
@@ -46,9 +47,10 @@ from genlearn.energy.training import (
 
 __all__ = [
     "AISResult", "EnergyModel", "LangevinState", "LogLikelihood", "PCDInfo", "PCDState",
-    "ReplayBuffer", "Sampler", "SamplerInfo", "acceptance_rate", "ais_log_z",
+    "ReplayBuffer", "Sampler", "SamplerInfo", "acceptance_rate", "ais_log_z", "ais_log_z_from",
     "beta_schedule", "contrastive_divergence", "denoising_score_matching", "divergence_rate",
     "effective_sample_size", "fit_pcd", "from_function", "gaussian_base", "grid_log_z", "hmc",
     "independent_mh", "kde_proposal", "langevin", "log_likelihood", "mala", "mlp_energy", "nuts", "persistent_contrastive_divergence",
+    "residual_energy",
     "rhat", "sample_chains", "sliced_score_matching", "standardized", "summarize",
 ]

@@ -22,6 +22,11 @@ annealing: it is adapted between temperatures towards a target acceptance
 rate from the mean acceptance over all chains (a stochastic-approximation
 heuristic; the bias this introduces is negligible next to the Monte-Carlo error).
 
+`ais_log_z_from` runs the same path from any normalised base ``q`` given by
+``log q`` and a sampler (e.g. the Gaussian mixture of a residual energy
+``V = -log q + E``: the path is then ``q exp(-beta E)`` and the weights only
+carry ``E``); `ais_log_z` is it with a Gaussian base.
+
 ``log_likelihood`` returns ``log p(x) = -V(x) - log Z``; `grid_log_z` is the
 2-D quadrature reference (midpoint rule on a fine grid, ``logsumexp`` for
 stability).
@@ -40,7 +45,8 @@ import numpy as np
 from genlearn.energy.models import EnergyModel
 from genlearn.energy.samplers import _positive, _positive_int
 
-__all__ = ["AISResult", "LogLikelihood", "gaussian_base", "ais_log_z", "log_likelihood", "grid_log_z", "beta_schedule"]
+__all__ = ["AISResult", "LogLikelihood", "gaussian_base", "ais_log_z", "ais_log_z_from", "log_likelihood", "grid_log_z",
+           "beta_schedule"]
 
 
 class AISResult(NamedTuple):
@@ -139,15 +145,74 @@ def ais_log_z(
     chol = jnp.linalg.cholesky(cov)
     if not bool(jnp.all(jnp.isfinite(chol))):
         raise ValueError("base_cov must be symmetric positive definite")
+    eig_min = float(jnp.min(jnp.linalg.eigvalsh(cov)))
+    if step_size is None:
+        step_size = 0.25 * eig_min if transition == "mala" else 0.5 * math.sqrt(eig_min)
+    prec_chol = jnp.linalg.inv(chol)
+    log_norm = -0.5 * dim * math.log(2 * math.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
+
+    def log_base(x):
+        z = prec_chol @ (x - mean)
+        return log_norm - 0.5 * jnp.dot(z, z)
+
+    def sample_base(key, n):
+        return mean + jax.random.normal(key, (n, dim)) @ chol.T
+
+    return ais_log_z_from(log_unnormalized, key, log_base, sample_base, dim, step_size=step_size,
+                          num_chains=num_chains, num_temperatures=num_temperatures, num_mcmc_steps=num_mcmc_steps,
+                          transition=transition, schedule=schedule, beta_min=beta_min,
+                          num_integration_steps=num_integration_steps, target_acceptance=target_acceptance)
+
+
+def ais_log_z_from(
+    log_unnormalized: Callable[[jax.Array], jax.Array],
+    key: jax.Array,
+    log_base: Callable[[jax.Array], jax.Array],
+    sample_base: Callable[[jax.Array, int], jax.Array],
+    dim: int,
+    *,
+    step_size: float,
+    num_chains: int = 1000,
+    num_temperatures: int = 500,
+    num_mcmc_steps: int = 1,
+    transition: str = "mala",
+    schedule: str = "geometric",
+    beta_min: float = 1e-4,
+    num_integration_steps: int = 5,
+    target_acceptance: float | None = None,
+) -> AISResult:
+    """`ais_log_z` from any normalised base ``q``, e.g. a Gaussian mixture fitted to the data.
+
+    Args:
+      log_unnormalized: ``-V(x)`` for one ``x`` of shape ``(dim,)`` -> scalar.
+      key: PRNG key.
+      log_base: ``log q(x)`` for one ``x`` of shape ``(dim,)`` (normalised: the
+        estimate is of ``Z`` relative to ``q``'s, i.e. of ``Z`` itself).
+      sample_base: ``(key, n) -> (n, dim)`` draws from ``q``.
+      dim: the dimension.
+      step_size: initial MCMC step size (> 0; then adapted), e.g. a quarter of
+        the smallest variance of ``q``'s components for MALA.
+      the rest: of `ais_log_z`.
+
+    Raises:
+      ValueError: bad counts or step size, a non-scalar log-density, base draws
+        of the wrong shape.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = int(dim)
     num_chains = _positive_int(num_chains, "num_chains", minimum=2)
     num_mcmc_steps = _positive_int(num_mcmc_steps, "num_mcmc_steps")
     betas = beta_schedule(num_temperatures, schedule, beta_min)
-    out = jax.eval_shape(log_unnormalized, jax.ShapeDtypeStruct((dim,), jnp.float32))
-    if getattr(out, "shape", None) != ():
-        raise ValueError(f"log_unnormalized must return a scalar for a ({dim},) input, got {getattr(out, 'shape', out)}")
-    eig_min = float(jnp.min(jnp.linalg.eigvalsh(cov)))
+    for fn, what in ((log_unnormalized, "log_unnormalized"), (log_base, "log_base")):
+        out = jax.eval_shape(fn, jax.ShapeDtypeStruct((dim,), jnp.float32))
+        if getattr(out, "shape", None) != ():
+            raise ValueError(f"{what} must return a scalar for a ({dim},) input, got {getattr(out, 'shape', out)}")
+    drawn = jax.eval_shape(lambda k: sample_base(k, num_chains), jax.random.PRNGKey(0))
+    if getattr(drawn, "shape", None) != (num_chains, dim):
+        raise ValueError(f"sample_base(key, n) must return shape (n, {dim}), got {getattr(drawn, 'shape', drawn)}")
     if transition == "mala":
-        eps0 = 0.25 * eig_min if step_size is None else _positive(step_size, "step_size")
+        eps0 = _positive(step_size, "step_size")
         target = 0.57 if target_acceptance is None else float(target_acceptance)
         kernel = blackjax.mala.build_kernel()
 
@@ -156,7 +221,7 @@ def ais_log_z(
             state, info = kernel(k, state, logdens, eps)
             return state.position, info.acceptance_rate
     elif transition == "hmc":
-        eps0 = 0.5 * math.sqrt(eig_min) if step_size is None else _positive(step_size, "step_size")
+        eps0 = _positive(step_size, "step_size")
         target = 0.65 if target_acceptance is None else float(target_acceptance)
         n_leap = _positive_int(num_integration_steps, "num_integration_steps")
         kernel = blackjax.hmc.build_kernel()
@@ -171,20 +236,13 @@ def ais_log_z(
     if not 0 < target < 1:
         raise ValueError(f"target_acceptance must be in (0, 1), got {target}")
 
-    prec_chol = jnp.linalg.inv(chol)
-    log_norm = -0.5 * dim * math.log(2 * math.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
-
-    def log_base(x):
-        z = prec_chol @ (x - mean)
-        return log_norm - 0.5 * jnp.dot(z, z)
-
     def log_ratio(x):
         return log_unnormalized(x) - log_base(x)
 
     @jax.jit
     def run(key):
         k0, k_run = jax.random.split(key)
-        x = mean + jax.random.normal(k0, (num_chains, dim)) @ chol.T
+        x = sample_base(k0, num_chains)
 
         def temp_body(carry, inp):
             x, lw, log_eps, acc_sum = carry
@@ -242,8 +300,10 @@ def log_likelihood(
       key: PRNG key for AIS.
       base: ``(mean, cov)`` of the AIS base; default a Gaussian fitted to ``x``
         with its std inflated by ``base_inflate`` (any base gives an unbiased
-        ``Z``; a wider one covers the tails).
-      **ais_options: passed to `ais_log_z` (num_chains, num_temperatures, ...).
+        ``Z``; a wider one covers the tails). Or ``(log_base, sample_base)``,
+        the functions of `ais_log_z_from` for any normalised base (then
+        ``step_size`` must be among ``ais_options``).
+      **ais_options: passed to `ais_log_z` / `ais_log_z_from` (num_chains, num_temperatures, ...).
     """
     x = jnp.asarray(x, jnp.float32)
     if x.ndim != 2 or x.shape[1] != model.dim or x.shape[0] < 1:
@@ -252,7 +312,10 @@ def log_likelihood(
         raise ValueError("x contains NaN or inf")
     if base is None:
         base = gaussian_base(x, inflate=base_inflate)
-    res = ais_log_z(lambda y: model.unnormalized_log_prob(params, y), key, *base, **ais_options)
+    if len(base) == 2 and callable(base[0]) and callable(base[1]):
+        res = ais_log_z_from(lambda y: model.unnormalized_log_prob(params, y), key, *base, model.dim, **ais_options)
+    else:
+        res = ais_log_z(lambda y: model.unnormalized_log_prob(params, y), key, *base, **ais_options)
     log_unnorm = np.asarray(jax.jit(model.unnormalized_log_prob)(params, x), np.float64)
     log_prob = log_unnorm - res.log_z
     n = log_prob.size

@@ -16,7 +16,11 @@ annealed importance sampling (`genlearn.energy.ais`).
 
 `mlp_energy` is a flax.linen MLP plus a weak quadratic confinement
 ``||x||^2 / (2 s^2)``, which keeps ``Z_theta`` finite for any weights (a
-smooth MLP grows at most linearly). `from_function` turns any user function
+smooth MLP grows at most linearly). `residual_energy` is an energy over a
+normalised base ``q`` (e.g. a Gaussian mixture fitted by EM):
+``V(x) = -log q(x) + E_theta(x)`` (Deng et al. 2020, "Residual energy-based
+models for text generation"; Arbel et al. 2021, "Generalized energy based
+models"), so that ``E_theta = 0`` is the base itself. `from_function` turns any user function
 ``V(params, x) -> scalar`` into a model (the plugin route), and `standardized`
 moves a model trained on standardised data back to data units with exact
 bookkeeping of ``log Z``.
@@ -32,7 +36,7 @@ import numpy as np
 
 from genlearn.nn import MLP, activation_fn
 
-__all__ = ["EnergyModel", "mlp_energy", "from_function", "standardized", "check_positions"]
+__all__ = ["EnergyModel", "mlp_energy", "residual_energy", "from_function", "standardized", "check_positions"]
 
 PyTree = Any
 
@@ -144,6 +148,7 @@ def mlp_energy(
     *,
     activation: str | Callable = "silu",
     confinement: float = 4.0,
+    zero_init: bool = False,
 ) -> EnergyModel:
     r"""MLP energy ``V(x) = f_theta(x) + ||x||^2 / (2 s^2)``.
 
@@ -158,6 +163,8 @@ def mlp_energy(
       hidden: hidden widths (non-empty, positive).
       activation: name from `genlearn.nn.ACTIVATIONS` or a callable.
       confinement: ``s > 0``, or ``float("inf")`` for no confinement.
+      zero_init: zero the MLP's last layer, so that ``f_theta = 0`` at init
+        (the correction of `residual_energy` then starts at its base).
     """
     dim = _check_dim(dim)
     hidden = tuple(hidden)
@@ -169,7 +176,7 @@ def mlp_energy(
     confinement = float(confinement)
     if not confinement > 0:
         raise ValueError(f"confinement must be > 0 (or inf), got {confinement}")
-    net = MLP(hidden=hidden, out=1, activation=activation)
+    net = MLP(hidden=hidden, out=1, activation=activation, zero_init_last=bool(zero_init))
     inv_var = 0.0 if np.isinf(confinement) else 1.0 / confinement**2
 
     def init(key):
@@ -177,6 +184,47 @@ def mlp_energy(
 
     def single_energy(params, x):
         return net.apply(params, x)[0] + 0.5 * inv_var * jnp.sum(x * x)
+
+    return _build(single_energy, init, dim)
+
+
+def residual_energy(base, correction: EnergyModel, *, train_base: bool = False) -> EnergyModel:
+    r"""``V(x) = -log q_phi(x) + E_theta(x)``: an energy correcting a normalised base density ``q``.
+
+    Params ``{"base": phi, "correction": theta}``; ``exp(-V) = q exp(-E)``, so
+    ``Z = E_q[exp(-E_theta)]`` is 1 when the correction is 0, and annealing
+    from ``q`` itself (`genlearn.energy.ais_log_z_from`) has only ``E_theta`` to
+    bridge. ``init(key)`` gives ``base.init`` and ``correction.init``; start the
+    base at a fit to the data (``base.fit``, e.g. EM for
+    `genlearn.core.gaussian_mixture`) and the correction near zero
+    (``mlp_energy(..., zero_init=True)``).
+
+    Args:
+      base: a `genlearn.core.Distribution` (``log_prob(params, x)`` for one
+        ``x`` of shape ``(dim,)``, normalised) of the correction's dimension.
+      correction: an :class:`EnergyModel`; its confinement can be dropped
+        (``confinement=inf``): the base's Gaussian tails keep ``Z`` finite for
+        a correction growing at most linearly.
+      train_base: False (the default) stops the gradient to the base's params,
+        so training moves only ``E_theta`` and the base stays the fit.
+    """
+    if not isinstance(correction, EnergyModel):
+        raise ValueError(f"correction must be an EnergyModel, got {type(correction).__name__}")
+    for attr in ("init", "log_prob", "dim"):
+        if not hasattr(base, attr):
+            raise ValueError(f"base must be a genlearn.core.Distribution (no {attr!r}), got {type(base).__name__}")
+    if base.dim != correction.dim:
+        raise ValueError(f"base has dimension {base.dim} but the correction {correction.dim}")
+    dim = correction.dim
+
+    def init(key):
+        k_base, k_corr = jax.random.split(key)
+        return {"base": base.init(k_base), "correction": correction.init(k_corr)}
+
+    def single_energy(params, x):
+        phi = params["base"] if train_base else jax.lax.stop_gradient(params["base"])
+        phi = jax.tree_util.tree_map(lambda a: jnp.asarray(a).astype(x.dtype), phi)
+        return correction.energy(params["correction"], x) - base.log_prob(phi, x)
 
     return _build(single_energy, init, dim)
 
