@@ -301,3 +301,62 @@ def test_a_learnable_prior_enters_every_bound_and_the_sampler(lg):
         V.vae(D, L, prior=core.gaussian_mixture(3, 2))
     with pytest.raises(ValueError, match="analytic_kl is KL"):
         V.vae(D, L, prior=mix, analytic_kl=True)
+
+
+def test_the_vamp_prior_is_the_posteriors_mixture_at_the_pseudo_inputs(lg):
+    """``pseudo_inputs=K`` (Tomczak & Welling 2018): log p(z) = log (1/K) sum_k N(z; mu(u_k), sigma(u_k)^2) with the
+    encoder's own heads at the pseudo-inputs; K copies of one pseudo-input make the single Gaussian q(z | u); prior
+    draws fall on the components; the pseudo-inputs and the encoder get gradients through the prior; misuse is
+    refused by name."""
+    from scipy.stats import multivariate_normal
+
+    x = jnp.asarray(lg.x, jnp.float32)
+    key = jax.random.PRNGKey(3)
+    model = V.vae(D, L, encoder=V.MLPEncoder(()), decoder=V.MLPDecoder(()), likelihood=V.gaussian(S), max_rows=5,
+                  pseudo_inputs=4)
+    params = {**lg.params(mean_shift=0.1), "pseudo_inputs": jnp.asarray(lg.x[:4] + 0.3, jnp.float32)}
+    assert jax.tree_util.tree_structure(model.init(key)) == jax.tree_util.tree_structure(params)
+    assert model.init(key)["pseudo_inputs"].shape == (4, D)
+    mu, log_s, _ = model.encode(params, params["pseudo_inputs"])
+    z, _ = model.sample_posterior(params, x, key, 3)
+    _, log_pz, _ = model.log_weights(params, x, key, 3)
+    zz = np.asarray(z, np.float64).reshape(-1, L)
+
+    def reference(points):
+        return np.log(np.mean([multivariate_normal(np.asarray(mu[k], np.float64), np.diag(np.exp(2 * np.asarray(
+            log_s[k], np.float64)))).pdf(points) for k in range(4)], axis=0))
+
+    np.testing.assert_allclose(np.asarray(log_pz).ravel(), reference(zz), rtol=2e-5, atol=2e-5)
+    # four copies of one pseudo-input: the prior is q(z | u) itself
+    same = {**params, "pseudo_inputs": jnp.repeat(params["pseudo_inputs"][:1], 4, axis=0)}
+    _, log_pz1, _ = model.log_weights(same, x, key, 3)
+    np.testing.assert_allclose(np.asarray(log_pz1).ravel(), multivariate_normal(
+        np.asarray(mu[0], np.float64), np.diag(np.exp(2 * np.asarray(log_s[0], np.float64)))).logpdf(zz),
+        rtol=2e-5, atol=2e-5)
+    # prior draws: each within a few sigma of one of the components (the linear heads give small sigmas here)
+    draws = np.asarray(jax.jit(model.sample_mean, static_argnums=2)(params, key, 200))
+    means = np.asarray(model.likelihood.mean(model.decode(params, mu)))
+    spread = np.asarray(model.likelihood.mean(model.decode(params, mu + 4 * jnp.exp(log_s)))) - means
+    nearest = np.min(np.linalg.norm(draws[:, None] - means[None], axis=-1), axis=1)
+    assert np.all(nearest < np.linalg.norm(spread, axis=-1).max() + 1e-4)
+    grads = jax.grad(V.iwae_loss(model, 4))(params, x, key)
+    assert float(jnp.abs(grads["pseudo_inputs"]).max()) > 0
+    with jax.enable_x64(True):  # float64 through the prior's components and its sampler
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        x64 = jnp.asarray(lg.x, jnp.float64)
+        assert jax.jit(model.iwae, static_argnums=3)(p64, x64, key, 4).dtype == jnp.float64
+        assert jax.jit(model.sample, static_argnums=2)(p64, key, 3).dtype == jnp.float64
+    with pytest.raises(ValueError, match="two priors"):
+        V.vae(D, L, pseudo_inputs=3, prior=__import__("genlearn").core.standard_normal(L))
+    # with a flow posterior the components are the Gaussian part at the pseudo-inputs, the same log p(z)
+    flowed = V.vae(D, L, encoder=V.MLPEncoder(()), decoder=V.MLPDecoder(()), likelihood=V.gaussian(S), max_rows=5,
+                   pseudo_inputs=4, flow=V.iaf_posterior(L, 0, 1))
+    pf = {**params, "flow": _perturb(flowed.init(key)["flow"], jax.random.PRNGKey(8))}  # not the identity
+    zf, _ = flowed.sample_posterior(pf, x, key, 3)
+    _, log_pzf, _ = flowed.log_weights(pf, x, key, 3)
+    np.testing.assert_allclose(np.asarray(log_pzf).ravel(), reference(np.asarray(zf, np.float64).reshape(-1, L)),
+                               rtol=2e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="VampPrior's KL has no closed form"):
+        V.vae(D, L, pseudo_inputs=3, analytic_kl=True)
+    with pytest.raises(ValueError, match=r"pseudo_inputs \(VampPrior components\) must be an integer >= 0"):
+        V.vae(D, L, pseudo_inputs=-1)

@@ -89,6 +89,33 @@ def test_the_mixture_prior_of_the_registry_and_old_runs():
                                rtol=1e-6)
 
 
+def test_the_vamp_prior_of_the_registry_starts_at_spread_out_training_rows():
+    """``--prior vamp`` builds the VampPrior with ``prior_components`` pseudo-inputs; the trainer starts them at
+    distinct rows of the standardised training data chosen by k-means++ seeding, so on grid25 25 pseudo-inputs
+    fall on (nearly) all 25 modes where 25 uniform draws cover about 16."""
+    import jax
+
+    from genlearn.vae import run as vrun
+
+    family, ds = registry.get("vae"), load_dataset("grid25", n_train=2000, n_test=50)
+    opts = runs.resolve_options(family, ds, {"prior": "vamp", "prior_components": 25, "hidden": [16],
+                                             "eval_samples": 4, "steps": 1})
+    pre = family.preprocess(ds)
+    model = family.build(opts, 2, pre)
+    training = family.trainer(model, ds, opts, jax.random.PRNGKey(0), None)
+    u = np.asarray(training.params["pseudo_inputs"], np.float64)
+    data = np.asarray(training.data, np.float64)
+    assert u.shape == (25, 2)
+    assert np.all(np.min(np.linalg.norm(u[:, None] - data[None], axis=-1), axis=1) < 1e-6)  # training rows
+    centers = (np.asarray(ds.centers, np.float64) - np.asarray(pre["mean"])) / np.asarray(pre["std"])
+    hit = np.unique(np.argmin(np.linalg.norm(u[:, None] - centers[None], axis=-1), axis=1))
+    assert len(hit) >= 22, len(hit)
+    uniform = data[np.random.default_rng(0).choice(len(data), 25, replace=False)]
+    assert len(np.unique(np.argmin(np.linalg.norm(uniform[:, None] - centers[None], axis=-1), axis=1))) < 22
+    with pytest.raises(ValueError, match="needs at least --prior-components 30 training rows"):
+        vrun._kmeans_pp_rows(jax.random.PRNGKey(0), data[:20], 30)
+
+
 def test_vae_options_are_checked(tmp_path, capsys):
     tiny = ["--steps", "2", "--out", str(tmp_path / "x"), "--no-progress"]
     for extra, message in ((["--likelihood", "logistic"], "needs pixel data"),
