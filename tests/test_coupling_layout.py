@@ -168,9 +168,9 @@ def test_fit_records_the_scan_and_old_runs_rebuild_unrolled(name):
 
 
 def test_affine_flows_on_2d_toys_default_to_a_mixture_base_fitted_to_the_data(tmp_path):
-    """The CLI's flows but NICE take a 32-component mixture base on 2-D continuous data (not on wider data or
-    pixels; the CNF only when trained by flow matching, then with the component coupling), the spline with a 5 %
-    learning-rate warmup; the run records both; ``--components`` sets K and a K beyond the
+    """The CLI's flows take a 32-component mixture base on 2-D continuous data (not on wider data or pixels; the
+    CNF only when trained by flow matching, then with the component coupling), the spline and NICE with a 5 %
+    learning-rate warmup (NICE at a peak rate of 1e-4); the run records both; ``--components`` sets K and a K beyond the
     initialisation batch is refused by name; a run saved with ``--base mixture`` before K was recorded rebuilds
     with 8; and the trained model's initial density is the EM fit's (the base starts at the data)."""
     from genlearn import runs
@@ -183,10 +183,9 @@ def test_affine_flows_on_2d_toys_default_to_a_mixture_base_fitted_to_the_data(tm
     digits = load_dataset("digits")
     for name in flow_run.FACTORIES:
         on_toy = flow_run.defaults(name, toy)
-        mixture = name != "nice"
-        assert (on_toy["base"] == "mixture") == mixture, name
+        assert on_toy["base"] == "mixture", name
         assert on_toy["base_components"] == 32
-        assert on_toy["warmup"] == (0.05 if name == "spline" else 0.0), name
+        assert on_toy["warmup"] == (0.05 if name in ("spline", "nice") else 0.0), name
         assert flow_run.defaults(name, wide)["base"] != "mixture" and flow_run.defaults(name, digits)["base"] != "mixture"
     pre = flow_run.preprocess(toy)
     options = {**flow_run.defaults("realnvp", toy), "num_layers": 2, "hidden": [8]}
@@ -203,6 +202,10 @@ def test_affine_flows_on_2d_toys_default_to_a_mixture_base_fitted_to_the_data(tm
     assert small.train.shape[0] == 80 and flow_run.defaults("realnvp", small)["base_components"] == 10
     with pytest.raises(ValueError, match="--components 2000 exceeds the 1024 rows"):
         runs.fit("maf", toy, {"base_components": 2000, "steps": 1}, out=None, progress=False)
+    # NICE on the mixture at a peak rate of 1e-4, on N(0, I) (asked for) at 3e-3
+    assert flow_run.defaults("nice", toy)["learning_rate"] == 1e-4
+    assert flow_run.defaults("nice", toy, {"base": "normal"})["learning_rate"] == 3e-3
+    assert flow_run.defaults("nice", wide)["learning_rate"] == 3e-3
     # the CNF: by flow matching, each row paired with its component; by maximum likelihood, and elsewhere, N(0, I)
     assert flow_run.defaults("cnf", toy)["coupling"] == "component"
     assert flow_run.defaults("cnf", toy, {"objective": "mle"})["base"] == "normal"
