@@ -378,8 +378,8 @@ def cnf_flow_matching(dim: int, hidden: tuple[int, ...] = (64, 64), *, activatio
 
     Trains the CNF without solving an ODE (Lipman et al. 2023, "Flow Matching
     for Generative Modeling", the optimal-transport path of section 4.1): with
-    :math:`x_1` a data row, :math:`x_0 \sim N(0, I)` (the CNF's base),
-    :math:`t \sim U(0, 1)` and the straight path
+    :math:`x_1` a data row, :math:`x_0` a draw from the CNF's base (N(0, I) by
+    default), :math:`t \sim U(0, 1)` and the straight path
 
     .. math:: x_t = (1 - (1 - \sigma_{min}) t) x_0 + t x_1, \qquad
               u_t = x_1 - (1 - \sigma_{min}) x_0,
