@@ -5,6 +5,7 @@ A run's figures are one-panel uses of the panel functions that ``genlearn compar
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Callable
@@ -228,16 +229,19 @@ def plot_density_panels(panels: list[tuple[str, Callable[[np.ndarray], np.ndarra
 
     Each panel is ``(title, log_prob)``, a batched log-density evaluated on the grid
     covering ``data``, or ``(title, values)``: those log-densities already evaluated
-    (:func:`grid_log_density` with the same ``data`` and ``resolution``).
+    (:func:`grid_log_density` with the same ``data``, at ``resolution`` or any other
+    number of points per axis: e.g. a run's density.npz of a family with a coarser
+    ``density_resolution``).
     """
     fig, axes = _grid_axes(len(panels))
     gx, gy, grid = _density_grid(data, resolution, 0.2)
     for ax, (name, log_prob) in zip(axes, panels):
         values = np.asarray(log_prob(grid) if callable(log_prob) else log_prob, dtype=float)
-        if values.size != resolution * resolution:
+        side = math.isqrt(values.size)  # values evaluated on a coarser grid of the same box keep their own
+        if side * side != values.size or (callable(log_prob) and side != resolution):
             raise ValueError(f"plot_density_panels: panel {name!r} has {values.size} log-densities, "
                              f"the grid {resolution * resolution}")
-        dens = np.exp(values).reshape(resolution, resolution)
+        dens = np.exp(values).reshape(side, side)
         ax.imshow(np.nan_to_num(dens), origin="lower", extent=(gx[0], gx[-1], gy[0], gy[-1]), cmap="viridis",
                   aspect="auto")
         ax.set_title(name, fontsize=10)

@@ -155,6 +155,10 @@ class Family(NamedTuple):
       figures: ``figures(out_dir, model, params, dataset, options, key) -> None``
         writes the family's own PNGs into the run directory beside the common
         ones (e.g. a diffusion model's denoising trajectory); None: none.
+      density_resolution: density.png's grid points per axis (2-D data), or
+        ``density_resolution(options) -> int``: a density that is costly to
+        evaluate far from the data (an ODE whose field is stiff there) takes
+        fewer.
     """
 
     name: str
@@ -168,6 +172,7 @@ class Family(NamedTuple):
     report: Callable[..., dict] | None = None
     loss_label: str | Callable[[dict], str] = "training loss"
     figures: Callable[..., None] | None = None
+    density_resolution: int | Callable[[dict], int] = 120
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -200,7 +200,7 @@ def _images(model: Model, samples, levels: int):
 
 
 def _write_figures(out: str, name: str, model: Model, params, dataset: Dataset, history, seed: int,
-                   loss_label: str) -> None:
+                   loss_label: str, resolution: int = 120) -> None:
     from genlearn import plotting
 
     levels = dataset.discrete_levels
@@ -210,9 +210,10 @@ def _write_figures(out: str, name: str, model: Model, params, dataset: Dataset, 
         if model.log_prob is not None:  # density.npz: the log-densities behind density.png (`genlearn compare`
             # plots them again rather than evaluate the model on the grid twice)
             lp = _log_prob_fn(model, jax.random.PRNGKey(seed + 3))
-            grid = plotting.grid_log_density(lambda g: lp(params, jnp.asarray(g)), dataset.test)
+            grid = plotting.grid_log_density(lambda g: lp(params, jnp.asarray(g)), dataset.test, resolution)
             np.savez(os.path.join(out, "density.npz"), log_density=grid)
-            plotting.plot_density_panels([(f"{name} density", grid)], dataset.test, os.path.join(out, "density.png"))
+            plotting.plot_density_panels([(f"{name} density", grid)], dataset.test, os.path.join(out, "density.png"),
+                                         resolution)
     elif levels is not None and math.isqrt(model.dim) ** 2 == model.dim:  # square images
         plotting.plot_digit_grid(_images(model, samples, levels), os.path.join(out, "samples.png"), levels=levels,
                                  title=f"{name} samples")
@@ -309,7 +310,8 @@ def fit(family: str, dataset: Dataset, options: dict | None = None, *, out: str 
             with open(os.path.join(out, name), "w") as fh:
                 json.dump(content, fh, indent=2)
         label = fam.loss_label(opts) if callable(fam.loss_label) else fam.loss_label
-        _write_figures(out, fam.name, model, params, dataset, history, seed, label)
+        res = fam.density_resolution(opts) if callable(fam.density_resolution) else fam.density_resolution
+        _write_figures(out, fam.name, model, params, dataset, history, seed, label, int(res))
         if history is not None:
             _write_history(os.path.join(out, "history.npz"), history)
         if fam.figures:

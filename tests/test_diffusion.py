@@ -351,3 +351,78 @@ def test_bad_input_raises_clear_errors():
         gd.dsm_loss(gd.diffusion_model(gd.vp(), gd.mlp_net(2)), time_sampling="sobol")
     with pytest.raises(ValueError, match="needs a key"):
         gd.log_prob(model, None, jnp.zeros((2, 2)), trace="hutchinson")
+
+
+# -- the Gaussian-mixture base -----------------------------------------------------------------------------------
+def _mixture_params(dtype=jnp.float32):
+    return {"logits": jnp.log(WEIGHTS).astype(dtype), "means": CENTERS.astype(dtype),
+            "log_std": jnp.log(jnp.array([[0.2, 0.1], [0.05, 0.3], [0.4, 0.4]])).astype(dtype)}
+
+
+@pytest.mark.parametrize("sde", [SDES[0], SDES[3]], ids=lambda s: s.name)
+def test_mixture_eps_is_minus_s_times_the_diffused_mixtures_score(sde):
+    """q_t = sum_k w_k N(m mu_k, m^2 sigma_k^2 + s^2): eps = -s grad log q_t, by autodiff of that density."""
+    from genlearn.core import gaussian_mixture
+
+    mix = gaussian_mixture(2, 3)
+    with jax.enable_x64(True):
+        p = _mixture_params(jnp.float64)
+        x = 1.5 * jax.random.normal(jax.random.PRNGKey(0), (6, 2), jnp.float64)
+        for t in (1e-3, 0.1, 0.6, 1.0):
+            m, s = sde.mean_coeff(t), sde.std(t)
+            pt = {**p, "means": m * p["means"], "log_std": 0.5 * jnp.log(m**2 * jnp.exp(2 * p["log_std"]) + s**2)}
+            want = -s * jax.vmap(jax.grad(lambda z: mix.log_prob(pt, z)))(x)
+            got = gd.mixture_eps(sde, p, x, t)
+            if t == 0.1:
+                want_01 = np.asarray(want)
+            assert got.dtype == jnp.float64
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(gd.mixture_eps(sde, p, x, jnp.full((6,), t)), want, rtol=1e-10, atol=1e-12)
+        t_rows = jnp.linspace(0.01, 0.9, 6)  # one time per row equals the rows at their own times
+        rows = jnp.concatenate([gd.mixture_eps(sde, p, x[i:i + 1], t_rows[i]) for i in range(6)])
+        np.testing.assert_allclose(gd.mixture_eps(sde, p, x, t_rows), rows, rtol=1e-10)
+    x32 = jnp.asarray(np.asarray(x), jnp.float32)  # float32 agrees with float64
+    np.testing.assert_allclose(gd.mixture_eps(sde, _mixture_params(), x32, 0.1), want_01, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="mixture must be gaussian_mixture params"):
+        gd.mixture_eps(sde, {"means": CENTERS}, x32, 0.1)
+    with pytest.raises(ValueError, match=r"expected x of shape \(n, 2\)"):
+        gd.mixture_eps(sde, _mixture_params(), x32[:, :1], 0.1)
+
+
+@pytest.mark.parametrize("parameterization", gd.PARAMETERIZATIONS)
+def test_a_mixture_base_under_an_untrained_network_is_the_mixture(parameterization):
+    """At init (zero last layer) the model's eps is the mixture's, its likelihood the mixture's density;
+    init(key, data) is the base's EM fit; no gradient reaches the base; the network's output adds on top."""
+    from genlearn.core import gaussian_mixture
+
+    sde = gd.vp()
+    mix = gaussian_mixture(2, 3)
+    model = gd.diffusion_model(sde, gd.mlp_net(2, (32, 32)), parameterization, base=mix)
+    data = np.asarray(mixture_samples(jax.random.PRNGKey(0), 3000), np.float64)
+    params = model.init(jax.random.PRNGKey(1), data)
+    fitted = mix.fit(jax.random.fold_in(jax.random.PRNGKey(1), 1), data)
+    for k in fitted:
+        np.testing.assert_allclose(params["base"][k], fitted[k], rtol=1e-6)
+    assert jax.tree.structure(model.init(jax.random.PRNGKey(1))) == jax.tree.structure(params)  # the template
+    x = mixture_samples(jax.random.PRNGKey(2), 64)
+    for t in (1e-3, 0.3, jnp.linspace(0.05, 0.95, 64)):
+        np.testing.assert_allclose(model.eps(params, x, t), gd.mixture_eps(sde, params["base"], x, t),
+                                   rtol=1e-4, atol=1e-5)
+    lp = gd.log_prob(model, params, x[:16], rtol=1e-6, atol=1e-6)
+    want = jax.vmap(mix.log_prob, (None, 0))(params["base"], x[:16])
+    np.testing.assert_allclose(lp, want, atol=0.02)  # the ODE to t = 1 and the N(0, I) prior: 0.0066-sized means
+    grads = jax.grad(lambda p: gd.dsm_loss(model)(p, x, jax.random.PRNGKey(3)))(params)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["base"]))
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["net"])) > 0
+    # a non-zero network output moves eps away from the mixture's by A(t) u
+    moved = jax.tree.map(lambda a: a + 0.05, params)
+    moved["base"] = params["base"]
+    u = model.net.apply(moved["net"], x / jnp.sqrt(sde.mean_coeff(0.3) ** 2 + sde.std(0.3) ** 2), 0.3)
+    m, s = sde.mean_coeff(0.3), sde.std(0.3)
+    lin = {"eps": 1.0, "v": m / (m**2 + s**2), "score": -s}[parameterization]
+    np.testing.assert_allclose(model.eps(moved, x, 0.3), gd.mixture_eps(sde, params["base"], x, 0.3) + lin * u,
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="base must be a genlearn.core.gaussian_mixture"):
+        gd.diffusion_model(sde, gd.mlp_net(2, (8,)), base=gaussian_mixture(2, 3).log_prob)
+    with pytest.raises(ValueError, match="the base is 3-dimensional, the network 2-dimensional"):
+        gd.diffusion_model(sde, gd.mlp_net(2, (8,)), base=gaussian_mixture(3, 2))

@@ -23,8 +23,11 @@ def test_diffusion_learns_a_toy_and_writes_its_run(tmp_path):
     _, cfg, metrics = runs.fit("diffusion", ds, TINY, out=out, progress=False)
     for name in ("samples.png", "density.png", "loss.png", "trajectory.png", "metrics.json", "config.json"):
         assert os.path.exists(os.path.join(out, name)), name
-    # a Gaussian fitted to ring8 has a standardised NLL of log(2 pi e) = 2.84; 8 sharp modes allow about -3.6
-    assert metrics["test_nll_standardized"] < 0.5, metrics
+    # a Gaussian fitted to ring8 has a standardised NLL of log(2 pi e) = 2.84; 8 sharp modes allow about -3.6.
+    # ring8's default: the network over a mixture fitted by EM (the network alone: the next test)
+    assert cfg["options"]["base"] == "mixture" and cfg["options"]["sampler"] == "ancestral"
+    assert metrics["test_nll_standardized"] < -3.2, metrics
+    assert np.load(os.path.join(out, "density.npz"))["log_density"].shape == (60 * 60,)  # its density_resolution
     # the bound is on the stochastic sampler's model, not the ODE's: it is only checked to be a learnt value
     assert metrics["test_nll_bound_standardized"] < 2.0
     assert metrics["modes_covered"] == 8, metrics
@@ -36,9 +39,26 @@ def test_diffusion_learns_a_toy_and_writes_its_run(tmp_path):
     assert np.isfinite(lp).all()
 
 
+def test_the_network_alone_learns_a_toy_and_old_runs_rebuild_without_a_base(tmp_path):
+    """``--base none`` (and a config saved before the option: no ``base`` key) is the network alone."""
+    ds = load_dataset("ring8", n_train=2000, n_test=300)
+    out = str(tmp_path / "run")
+    _, cfg, metrics = runs.fit("diffusion", ds, {**TINY, "base": "none"}, out=out, progress=False)
+    assert metrics["test_nll_standardized"] < 0.5, metrics
+    assert metrics["modes_covered"] == 8, metrics
+    path = os.path.join(out, "config.json")
+    saved = json.load(open(path))
+    del saved["options"]["base"]
+    json.dump(saved, open(path, "w"))
+    run = runs.load(out)  # rebuilt without a base: the saved params and the test NLL are the network's
+    np.testing.assert_allclose(-np.mean(np.asarray(run.log_prob(ds.test), np.float64)), metrics["test_nll"],
+                               rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--guidance", "2"], "guidance scale was given for an unconditional model"),
     (["--num-classes", "10"], "only digits has labels"),
+    (["--base", "mixture", "--components", "30000"], "--components 30000 exceeds the 20000 training rows"),
 ])
 def test_bad_options_are_refused(flags, message, tmp_path, capsys):
     assert main(["fit", "diffusion", "--data", "moons", "--out", str(tmp_path / "x"), "--no-progress", *flags]) == 2

@@ -100,5 +100,9 @@ def test_density_panels_take_a_callable_or_its_grid_values(tmp_path):
     plot_density_panels([("f", log_prob)], data, a, resolution=30)
     plot_density_panels([("f", values)], data, b, resolution=30)
     assert open(a, "rb").read() == open(b, "rb").read()
-    with pytest.raises(ValueError, match="panel 'f' has 900 log-densities, the grid 1600"):
-        plot_density_panels([("f", values)], data, b, resolution=40)
+    # values of a coarser grid of the same box (a family's density_resolution) keep their own grid
+    c = str(tmp_path / "c.png")
+    plot_density_panels([("f", values)], data, c, resolution=40)
+    assert open(a, "rb").read() == open(c, "rb").read()
+    with pytest.raises(ValueError, match="panel 'f' has 899 log-densities, the grid 1600"):
+        plot_density_panels([("f", values[:-1])], data, b, resolution=40)
