@@ -597,7 +597,7 @@ def _trainers():
     from genlearn import energy, gan
     from genlearn.flows import realnvp
     from genlearn.losses import nll
-    from genlearn.train import gradient_trainer
+    from genlearn.train import annealed_trainer, gradient_trainer
 
     flow, ebm = realnvp(2, num_layers=1, hidden=(8,)), energy.mlp_energy(2, (8,))
     gen = gan.generator(2, 2, (8,))
@@ -610,10 +610,13 @@ def _trainers():
         "minmax": (gan.minmax(gen, gan.critic(2, (8,)), gan.objective("wgan-gp"), generator_optimizer=opt,
                               critic_optimizer=opt, critic_steps=3, batch_size=8), None),
         "weak": (gan.weak_generator(gen, gan.weak_loss("mmd"), optimizer=opt, batch_size=8), None),
+        "annealed": (annealed_trainer(lambda p, b, k, w: nll(flow)(p, b, k) + w * sum(
+            jnp.sum(v**2) for v in jax.tree_util.tree_leaves(p)), opt, optax.linear_schedule(0.0, 1.0, 4)),
+            flow.init(jax.random.key(0))),
     }
 
 
-@pytest.mark.parametrize("kind", ["mle", "cd", "dsm", "pcd", "minmax", "weak"])
+@pytest.mark.parametrize("kind", ["mle", "cd", "dsm", "pcd", "minmax", "weak", "annealed"])
 def test_every_trainer_resumes_bit_identically(kind, tmp_path):
     from genlearn.train import run_trainer
 
@@ -638,6 +641,28 @@ def test_every_trainer_resumes_bit_identically(kind, tmp_path):
         lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(), straight.params, trainer.params(
             trainer.init(jax.random.fold_in(jax.random.key(2), 4), params))))
     assert max(moved) > 0  # training did something
+
+
+def test_annealed_trainer_weights_the_loss_on_its_schedule_and_validates_at_the_final_weight():
+    """loss = w * c under SGD(1): each step moves c by -w_t, w_t = schedule(t) from the state's step count."""
+    from genlearn.train import AnnealedState, annealed_trainer, run_trainer
+
+    trainer = annealed_trainer(lambda p, b, k, w: w * p["c"] + 0.0 * jnp.sum(b), optax.sgd(1.0),
+                               optax.linear_schedule(0.0, 1.0, 4), final_weight=2.0)
+    state = trainer.init(KEY, {"c": jnp.zeros(())})
+    assert isinstance(state, AnnealedState) and int(state.step) == 0
+    step = jax.jit(trainer.step)
+    for _ in range(6):
+        state, info = step(state, jnp.zeros((2, 1)), KEY)
+    assert int(state.step) == 6
+    np.testing.assert_allclose(float(state.params["c"]), -(0.0 + 0.25 + 0.5 + 0.75 + 1.0 + 1.0), rtol=1e-6)
+    assert float(trainer.loss({"c": jnp.ones(())}, jnp.zeros((2, 1)), KEY)) == 2.0  # at final_weight
+    result = run_trainer(trainer, {"c": jnp.zeros(())}, np.zeros((16, 1), np.float32), steps=6, batch_size=2,
+                         key=KEY, progress=False)
+    np.testing.assert_allclose(float(result.params["c"]), -3.5, rtol=1e-6)
+    np.testing.assert_allclose(result.history["train_loss"][:4], [0.0, 0.0, -0.125, -0.5625], atol=1e-6)
+    with pytest.raises(TypeError, match="weight must be a schedule"):
+        annealed_trainer(lambda p, b, k, w: 0.0, optax.sgd(1.0), 0.5)
 
 
 def test_driver_rejects_a_step_without_the_info_protocol():

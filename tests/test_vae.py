@@ -360,3 +360,29 @@ def test_the_vamp_prior_is_the_posteriors_mixture_at_the_pseudo_inputs(lg):
         V.vae(D, L, pseudo_inputs=3, analytic_kl=True)
     with pytest.raises(ValueError, match=r"pseudo_inputs \(VampPrior components\) must be an integer >= 0"):
         V.vae(D, L, pseudo_inputs=-1)
+
+
+def test_annealed_loss_is_iwae_loss_at_weight_one_and_reconstruction_at_zero(lg):
+    """annealed_loss(k)(.., w): log weights log p(x | z) + w (log p(z) - log q); w = 1 is iwae_loss on the same
+    draws (k > 1) and the ELBO_beta at beta * w for k = 1; w = 0 drops the prior (no gradient reaches it)."""
+    x = jnp.asarray(lg.x, jnp.float32)
+    params, key = lg.params(0.6, 0.4), jax.random.PRNGKey(5)
+    model = V.vae(D, L, encoder=V.MLPEncoder(()), decoder=V.MLPDecoder(()), likelihood=V.gaussian(S))
+    loss = jax.jit(V.annealed_loss(model, 8))
+    np.testing.assert_allclose(loss(params, x, key, 1.0), V.iwae_loss(model, 8)(params, x, key), rtol=1e-6)
+    lpx, lpz, lq = model.log_weights(params, x, jax.random.fold_in(key, 0), 8)
+    for w in (0.0, 0.3):
+        want = -jnp.mean(jax.nn.logsumexp(lpx + w * (lpz - lq), axis=1) - jnp.log(8.0))
+        np.testing.assert_allclose(loss(params, x, key, w), want, rtol=1e-6)
+    beta_model = V.vae(D, L, encoder=V.MLPEncoder(()), decoder=V.MLPDecoder(()), likelihood=V.gaussian(S), beta=0.5)
+    lpx1, lpz1, lq1 = beta_model.log_weights(params, x, jax.random.fold_in(key, 0), 1)
+    np.testing.assert_allclose(V.annealed_loss(beta_model, 1)(params, x, key, 0.4),
+                               -jnp.mean(lpx1 + 0.2 * (lpz1 - lq1)), rtol=1e-6)  # ELBO at beta 0.5 * 0.4
+    vamp = V.vae(D, L, encoder=V.MLPEncoder((8,)), decoder=V.MLPDecoder((8,)), likelihood=V.gaussian(S),
+                 pseudo_inputs=3)
+    vp = vamp.init(jax.random.PRNGKey(0))
+    g0 = jax.grad(V.annealed_loss(vamp, 4))(vp, x, key, 0.0)
+    g1 = jax.grad(V.annealed_loss(vamp, 4))(vp, x, key, 1.0)
+    assert float(jnp.abs(g0["pseudo_inputs"]).max()) == 0.0 < float(jnp.abs(g1["pseudo_inputs"]).max())
+    with pytest.raises(ValueError, match="k .importance samples. must be an integer >= 1"):
+        V.annealed_loss(model, 0)

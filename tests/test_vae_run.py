@@ -79,7 +79,7 @@ def test_the_mixture_prior_of_the_registry_and_old_runs():
     opts = runs.resolve_options(family, ds, {"prior": "mixture", "prior_components": 5, "hidden": [16],
                                              "eval_samples": 4})
     params = family.build(opts, 2, pre).init(jax.random.PRNGKey(0))
-    assert params["prior"]["means"].shape == (5, 2)
+    assert params["prior"]["means"].shape == (5, opts["latent_dim"])
     old = {k: v for k, v in runs.resolve_options(family, ds, {"hidden": [16], "eval_samples": 4}).items()
            if k not in ("prior", "prior_components")}
     model, now = family.build(old, 2, pre), family.build({**old, "prior": "normal", "prior_components": 5}, 2, pre)
@@ -94,8 +94,6 @@ def test_the_vamp_prior_of_the_registry_starts_at_spread_out_training_rows():
     distinct rows of the standardised training data chosen by k-means++ seeding, so on grid25 25 pseudo-inputs
     fall on (nearly) all 25 modes where 25 uniform draws cover about 16."""
     import jax
-
-    from genlearn.vae import run as vrun
 
     family, ds = registry.get("vae"), load_dataset("grid25", n_train=2000, n_test=50)
     opts = runs.resolve_options(family, ds, {"prior": "vamp", "prior_components": 25, "hidden": [16],
@@ -112,8 +110,10 @@ def test_the_vamp_prior_of_the_registry_starts_at_spread_out_training_rows():
     assert len(hit) >= 22, len(hit)
     uniform = data[np.random.default_rng(0).choice(len(data), 25, replace=False)]
     assert len(np.unique(np.argmin(np.linalg.norm(uniform[:, None] - centers[None], axis=-1), axis=1))) < 22
+    small = load_dataset("grid25", n_train=20, n_test=10)
+    opts_small = runs.resolve_options(family, small, {**opts, "prior_components": 30, "batch_size": 8})
     with pytest.raises(ValueError, match="needs at least --prior-components 30 training rows"):
-        vrun._kmeans_pp_rows(jax.random.PRNGKey(0), data[:20], 30)
+        family.trainer(family.build(opts_small, 2, pre), small, opts_small, jax.random.PRNGKey(0), None)
 
 
 def test_vae_options_are_checked(tmp_path, capsys):
@@ -155,3 +155,34 @@ def test_iwae_training_escapes_the_posterior_collapse_of_the_elbo_on_ring8(tmp_p
     assert registry.get("vae").defaults(ds, {})["train_k"] == 16
     assert registry.get("vae").defaults(load_dataset("digits"), {})["train_k"] == 1
     assert nll[16] < nll[1] - 1.0, nll
+
+
+def test_the_toys_warm_up_the_prior_term_and_old_runs_train_without():
+    """The 2-D toys' default KL warm-up (``kl_warmup``): the trainer is `train.annealed_trainer` whose prior
+    weight rises over that fraction of the steps; digits and runs saved before the option train without."""
+    import jax
+
+    from genlearn.train import AnnealedState, TrainState
+    from genlearn.vae import run as vrun
+
+    family, ds = registry.get("vae"), load_dataset("ring8", n_train=300, n_test=50)
+    pre = family.preprocess(ds)
+    opts = runs.resolve_options(family, ds, {"hidden": [16], "eval_samples": 4, "steps": 10})
+    assert opts["kl_warmup"] == vrun.KL_WARMUP > 0 and opts["latent_dim"] == 4
+    assert registry.get("vae").defaults(load_dataset("digits"), {})["kl_warmup"] == 0.0
+    key = jax.random.PRNGKey(0)
+    training = family.trainer(family.build(opts, 2, pre), ds, opts, key, None)
+    state = training.trainer.init(key, training.params)
+    assert isinstance(state, AnnealedState)
+    batch = jax.numpy.asarray(training.data[:256])
+    state, info = jax.jit(training.trainer.step)(state, batch, key)
+    assert int(state.step) == 1 and np.isfinite(float(info.loss))
+    # validation is the objective the schedule ends at: IWAE_16 (weight 1)
+    from genlearn.vae import iwae_loss
+
+    net = vrun.build_vae(opts, 2, pre)
+    np.testing.assert_allclose(float(training.trainer.loss(training.params, batch, key)),
+                               float(iwae_loss(net, 16)(training.params, batch, key)), rtol=1e-6)
+    old = {k: v for k, v in opts.items() if k != "kl_warmup"}
+    training = family.trainer(family.build(old, 2, pre), ds, old, key, None)
+    assert isinstance(training.trainer.init(key, training.params), TrainState)

@@ -569,6 +569,18 @@ def _train(c):
             "idx": (train.minibatch_indices(KEY, 3, 24, 8), train.epoch_permutation(KEY, 1, 24))}
 
 
+@recipe("train.annealed_trainer")
+def _annealed(c):
+    flow = flows.realnvp(2, 1, (8,))
+    p = c(p32(flow.init, KEY))
+    nll = losses.nll(flow)
+    trainer = train.annealed_trainer(lambda q, b, k, w: nll(q, b, k) + w * 0.1 * sum(
+        jnp.sum(v**2) for v in jax.tree_util.tree_leaves(q)), optax.adam(1e-2), optax.linear_schedule(0.0, 1.0, 3))
+    result = train.run_trainer(trainer, p, c(A), steps=4, batch_size=8, key=KEY, val_fraction=0.25, eval_every=2,
+                               progress=False)
+    return {"params": result.params, "val_loss": result.history["val_loss"]}
+
+
 @recipe("parallel.make_mesh", "parallel.replicate", "parallel.shard_batch", "parallel.batch_spec",
         "parallel.num_batch_shards", "parallel.data_parallel_step", "parallel.pmap_step", "parallel.parallelize")
 def _parallel(c):

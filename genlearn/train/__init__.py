@@ -4,7 +4,8 @@ A `Trainer` is ``init(key, params) -> state`` and ``step(state, batch, key) ->
 (state, info)`` (blackjax style). `run_trainer` runs any trainer (batching,
 chunked `lax.scan`, validation, early stopping, non-finite stop, orbax
 checkpoints with bit-identical resume, time budget, progress, history);
-`fit` is `run_trainer` on `gradient_trainer`. `guarded_update` is the one
+`fit` is `run_trainer` on `gradient_trainer`; `annealed_trainer` weights a loss
+term on a schedule (KL warm-up). `guarded_update` is the one
 non-finite guard every trainer uses; `train_step` and `minibatch_indices` serve
 hand-written loops (`genlearn.parallel`). `save_pytree` / `load_pytree` store a
 trained model with JSON metadata.
@@ -26,10 +27,10 @@ from genlearn.train.step import (
     minibatch_indices,
     train_step,
 )
-from genlearn.train.trainer import StepInfo, Trainer, TrainState, gradient_trainer
+from genlearn.train.trainer import AnnealedState, StepInfo, Trainer, TrainState, annealed_trainer, gradient_trainer
 
 __all__ = [
-    "CheckpointError", "CheckpointMismatchError", "FitResult", "FitState", "StepInfo", "TrainState",
+    "AnnealedState", "annealed_trainer", "CheckpointError", "CheckpointMismatchError", "FitResult", "FitState", "StepInfo", "TrainState",
     "Trainer", "all_finite", "epoch_permutation", "fit", "gradient_trainer", "guarded_update",
     "keep_if", "load_pytree", "minibatch_indices", "run_trainer", "save_pytree", "train_step",
 ]

@@ -27,7 +27,7 @@ import optax
 
 from genlearn.train.step import guarded_update
 
-__all__ = ["Trainer", "TrainState", "StepInfo", "gradient_trainer"]
+__all__ = ["Trainer", "TrainState", "StepInfo", "gradient_trainer", "AnnealedState", "annealed_trainer"]
 
 PyTree = Any
 
@@ -112,3 +112,58 @@ def gradient_trainer(
         return TrainState(params, opt_state), StepInfo(loss, ~finite, clipped & finite)
 
     return Trainer(init, step, lambda state: state.params, loss_fn)
+
+
+class AnnealedState(NamedTuple):
+    """State of `annealed_trainer`: params, optimiser state and the number of steps taken."""
+
+    params: PyTree
+    opt_state: PyTree
+    step: jax.Array
+
+
+def annealed_trainer(
+    loss_fn: Callable[[PyTree, jax.Array, jax.Array, jax.Array], jax.Array],
+    optimizer: optax.GradientTransformation,
+    weight: Callable[[jax.Array], jax.Array],
+    *,
+    final_weight: float = 1.0,
+    max_grad_norm: Optional[float] = None,
+) -> Trainer:
+    r"""`gradient_trainer` on ``loss_fn(params, batch, key, weight(step))``: a loss term on a schedule.
+
+    The step count lives in the state (:class:`AnnealedState`), so a resumed
+    run continues the schedule where it stopped. The classic use is KL
+    annealing, a warm-up of a VAE's prior term from 0 to 1 over the first
+    steps (Bowman et al. 2016; Sønderby et al. 2016), with
+    ``weight = optax.linear_schedule(0.0, 1.0, n)`` and
+    `genlearn.vae.annealed_loss`: the encoder and decoder first learn to
+    reconstruct, before the prior term pulls the posteriors together.
+
+    Args:
+      loss_fn: ``(params, batch, key, weight) -> scalar``.
+      optimizer: any optax transformation.
+      weight: ``step -> weight``, e.g. an optax schedule.
+      final_weight: the weight of the validation loss (the objective the
+        schedule ends at).
+      max_grad_norm: as `gradient_trainer`'s.
+    """
+    if not callable(weight):
+        raise TypeError(f"weight must be a schedule step -> weight (e.g. optax.linear_schedule), got "
+                        f"{type(weight).__name__}")
+    final_weight = float(final_weight)
+
+    def inner(w):
+        return gradient_trainer(lambda p, b, k: loss_fn(p, b, k, w), optimizer, max_grad_norm=max_grad_norm)
+
+    def init(key, params):
+        return AnnealedState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    def step(state, batch, key):
+        new, info = inner(weight(state.step)).step(TrainState(state.params, state.opt_state), batch, key)
+        return AnnealedState(new.params, new.opt_state, state.step + 1), info
+
+    def val_loss(params, batch, key):
+        return loss_fn(params, batch, key, jnp.asarray(final_weight))
+
+    return Trainer(init, step, lambda state: state.params, val_loss)
