@@ -15,6 +15,9 @@ import numpy as np
 __all__ = ["plot_digit_grid", "plot_loss", "robust_ylim", "plot_sample_panels", "plot_density_panels",
            "grid_log_density", "plot_digit_panels"]
 
+DENSITY_RESOLUTION = 120  # density.png's grid points per axis unless a family asks for fewer
+LOG_RANGE = 30.0  # nats of log-density below the maximum that a coarse grid's log image shows
+
 
 def _plt():
     import matplotlib
@@ -217,21 +220,24 @@ def plot_sample_panels(panels: list[tuple[str, np.ndarray]], data: np.ndarray, p
 
 
 def grid_log_density(log_prob: Callable[[np.ndarray], np.ndarray], data: np.ndarray,
-                     resolution: int = 120) -> np.ndarray:
+                     resolution: int = DENSITY_RESOLUTION) -> np.ndarray:
     """``log_prob`` on the ``(resolution**2, 2)`` grid of :func:`plot_density_panels` for ``data``
     (its 0.5-99.5 % box, padded by 20 %), as float64; pass it as a panel to plot it again."""
     return np.asarray(log_prob(_density_grid(data, resolution, 0.2)[2]), dtype=float)
 
 
 def plot_density_panels(panels: list[tuple[str, Callable[[np.ndarray], np.ndarray] | np.ndarray]],
-                        data: np.ndarray, path: str, resolution: int = 120) -> None:
+                        data: np.ndarray, path: str, resolution: int = DENSITY_RESOLUTION) -> None:
     """One density heat map per model with a density (2-D).
 
     Each panel is ``(title, log_prob)``, a batched log-density evaluated on the grid
     covering ``data``, or ``(title, values)``: those log-densities already evaluated
     (:func:`grid_log_density` with the same ``data``, at ``resolution`` or any other
     number of points per axis: e.g. a run's density.npz of a family with a coarser
-    ``density_resolution``).
+    ``density_resolution``). The density is drawn on a linear scale; a panel on a
+    grid coarser than ``DENSITY_RESOLUTION`` draws the log-density (its top
+    ``LOG_RANGE`` nats, titled "(log)"): its pixels miss the peaks of sharp modes,
+    which a linear image then shows as a few bright pixels.
     """
     fig, axes = _grid_axes(len(panels))
     gx, gy, grid = _density_grid(data, resolution, 0.2)
@@ -241,8 +247,13 @@ def plot_density_panels(panels: list[tuple[str, Callable[[np.ndarray], np.ndarra
         if side * side != values.size or (callable(log_prob) and side != resolution):
             raise ValueError(f"plot_density_panels: panel {name!r} has {values.size} log-densities, "
                              f"the grid {resolution * resolution}")
-        dens = np.exp(values).reshape(side, side)
-        ax.imshow(np.nan_to_num(dens), origin="lower", extent=(gx[0], gx[-1], gy[0], gy[-1]), cmap="viridis",
+        if side < DENSITY_RESOLUTION:  # a coarse grid's pixels miss sharp peaks: the log-density shows every mode
+            top = np.nanmax(np.where(np.isfinite(values), values, np.nan))
+            image = np.clip(np.nan_to_num(values, nan=top - LOG_RANGE, neginf=top - LOG_RANGE), top - LOG_RANGE, top)
+            name = f"{name} (log)"
+        else:
+            image = np.nan_to_num(np.exp(values))
+        ax.imshow(image.reshape(side, side), origin="lower", extent=(gx[0], gx[-1], gy[0], gy[-1]), cmap="viridis",
                   aspect="auto")
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
