@@ -257,7 +257,8 @@ FAMILY = registry.register(registry.Family(
     defaults=lambda dataset, chosen: default_options(dataset),
     build=build, trainer=trainer, check=_check, preprocess=preprocess, report=_report,
     loss_label=lambda o: ("negative ELBO" if int(o.get("train_k", 1)) == 1 else f"negative IWAE-{int(o['train_k'])} bound")
-    + " (nats per example)",
+    + " (nats per example)" + (f"\n(prior term warmed up over the first {float(o['kl_warmup']):.0%} of the steps)"
+                               if float(o.get("kl_warmup", 0.0)) > 0 else ""),
     options=(
         registry.STEPS, registry.BATCH_SIZE, registry.LEARNING_RATE, registry.HIDDEN,
         registry.Option("--weight-decay", "weight_decay", registry.nonneg_float, "vae: AdamW weight decay"),
