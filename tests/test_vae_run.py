@@ -148,7 +148,10 @@ def test_iwae_training_escapes_the_posterior_collapse_of_the_elbo_on_ring8(tmp_p
     ds = load_dataset("ring8", n_train=4000, n_test=500)
     nll = {}
     for k in (1, 16):
-        _, cfg, m = runs.fit("vae", ds, {"train_k": k, "steps": 1000, "eval_samples": 64},
+        # 2 latents and no warm-up, the toys' defaults before stop 37: with 4 latents and the KL warm-up the
+        # ELBO-trained VAE no longer collapses here (-3.43 against IWAE_16's -3.53 standardised at 1000 steps)
+        _, cfg, m = runs.fit("vae", ds, {"train_k": k, "steps": 1000, "eval_samples": 64, "latent_dim": 2,
+                                         "kl_warmup": 0.0},
                              out=str(tmp_path / f"k{k}"), seed=0, progress=False)
         assert cfg["options"]["train_k"] == k
         nll[k] = m["test_nll_standardized"]
