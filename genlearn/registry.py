@@ -18,6 +18,8 @@ import argparse
 import importlib
 from typing import Any, Callable, NamedTuple
 
+from genlearn.plotting import DENSITY_RESOLUTION  # density.png's default grid (numpy only at import)
+
 __all__ = ["Option", "Context", "Training", "Family", "register", "unregister", "get", "names", "STEPS", "BATCH_SIZE",
            "LEARNING_RATE", "HIDDEN", "RESUME",
            "positive_int", "nonneg_int", "positive_float", "nonneg_float", "fraction", "widths"]
@@ -172,7 +174,7 @@ class Family(NamedTuple):
     report: Callable[..., dict] | None = None
     loss_label: str | Callable[[dict], str] = "training loss"
     figures: Callable[..., None] | None = None
-    density_resolution: int | Callable[[dict], int] = 120
+    density_resolution: int | Callable[[dict], int] = DENSITY_RESOLUTION
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -39,6 +39,7 @@ import optax
 from genlearn import registry
 from genlearn.core.model import Model
 from genlearn.data.scaling import standardize_stats
+from genlearn.plotting import DENSITY_RESOLUTION
 
 __all__ = ["defaults", "preprocess", "build", "build_diffusion", "trainer", "digits_labels", "model_space"]
 
@@ -371,5 +372,5 @@ FAMILY = registry.register(registry.Family(
     # over 8 minutes at the default tolerance against ~1 s per 1000 test points, so its density.png is 60 x 60
     # (drawn as the log-density: 60 pixels per axis miss the peaks of modes 0.05 wide; ring8's and grid25's
     # figures took 169 s and 133 s with training, 63 s and 57 s for the network alone at 120 x 120)
-    density_resolution=lambda o: 60 if o.get("base", "none") == "mixture" else 120,
+    density_resolution=lambda o: 60 if o.get("base", "none") == "mixture" else DENSITY_RESOLUTION,
 ))
