@@ -198,22 +198,55 @@ def test_spline_learns_two_moons():
     assert held_out < GAUSSIAN_NLL_2D - 1.0
 
 
-def test_run_configs_record_the_tails_and_old_configs_keep_identity_tails():
-    """`genlearn fit spline` records its tails; a run saved before they were recorded (no "tails" in its
-    config) rebuilds with the identity tails it was trained with, so its saved params still fit."""
+def test_run_configs_record_the_tails_and_base_and_old_configs_keep_theirs():
+    """`genlearn fit spline` records its tails and base; a run saved with linear tails (stops 32-37 recorded
+    them) or before the tails were recorded (identity) rebuilds with the tails it was trained with, so its
+    saved params still fit; off 2-D toys the recorded base is the learned diagonal Gaussian."""
     from genlearn.data import load_dataset
     from genlearn.flows import run as flow_run
 
     ds = load_dataset("moons", seed=0)
     options = flow_run.defaults("spline", ds)
-    assert options["tails"] == "linear"
+    assert options["tails"] == "identity" and options["base"] == "mixture"  # 2-D toys: the fitted mixture base
     assert options["num_bins"] == flow_run.SPLINE_BINS_2D == 32  # 2-D data: 32 bins per layer
-    assert flow_run.defaults("spline", load_dataset("digits", seed=0))["num_bins"] == 8
+    digits = flow_run.defaults("spline", load_dataset("digits", seed=0))
+    assert digits["num_bins"] == 8 and digits["base"] == "diag_gaussian" and digits["tails"] == "identity"
     pre = flow_run.preprocess(ds)
     shapes = lambda p: jax.tree_util.tree_map(jnp.shape, p)  # noqa: E731
+    saved = {**options, "tails": "linear"}  # a run of stops 32-37
     old = {k: v for k, v in options.items() if k not in ("tails", "num_bins")}  # saved before either was recorded
-    for opts, tails, bins in ((options, "linear", 32), (old, "identity", 8)):
+    for opts, tails, bins in ((options, "identity", 32), (saved, "linear", 32), (old, "identity", 8)):
         model = flow_run.build("spline", {**opts, "num_layers": 2, "hidden": [8]}, 2, pre)
         want = flows.spline(2, 2, (8,), bound=opts["bound"], tails=tails, num_bins=bins).init(jax.random.PRNGKey(0))
         # the couplings' layout (the base is the 2-D toys' mixture, tests/test_coupling_layout.py)
         assert shapes(model.init(jax.random.PRNGKey(0))["bijector"]) == shapes(want["bijector"])
+
+
+@pytest.mark.parametrize("make", [lambda: flows.spline(3, 2, (16,)), lambda: flows.nice(3, 2, (16,))],
+                         ids=["spline", "nice"])
+def test_the_default_base_is_a_learned_diagonal_gaussian_starting_at_n01(make):
+    """The spline's and NICE's default base has a trainable mean and scale (as flowjax's ``Normal``), starts at
+    N(0, I) (the flow's density at init is the same flow's over a fixed N(0, I)), and training moves it: on data
+    shifted by 2 and scaled by 0.3 a few gradient steps move the base mean towards the data and its scale."""
+    import optax
+
+    from genlearn.core import standard_normal
+    from genlearn.core.flow import make_flow
+
+    flow = make()
+    params = flow.init(jax.random.PRNGKey(0))
+    assert set(params["base"]) == {"mean", "log_std"}
+    fixed = make_flow(standard_normal(3), flow.bijector)
+    x = 2.0 + 0.3 * jax.random.normal(jax.random.PRNGKey(1), (256, 3))
+    np.testing.assert_allclose(flow.log_prob(params, x), fixed.log_prob(params, x), rtol=1e-6)
+    opt = optax.adam(1e-2)
+    state = opt.init(params)
+    loss = jax.jit(jax.value_and_grad(lambda p: -jnp.mean(flow.log_prob(p, x))))
+    first, _ = loss(params)
+    for _ in range(30):
+        value, g = loss(params)
+        updates, state = opt.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    assert float(value) < float(first)
+    assert np.all(np.asarray(params["base"]["mean"]) > 0.01)
+    assert np.all(np.abs(np.asarray(params["base"]["log_std"])) > 1e-3)  # trained (a fixed base stays at 0)
