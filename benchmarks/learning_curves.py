@@ -8,12 +8,16 @@ Every model trains through ONE plain loop (`train` below: Adam with cosine decay
 lax.scan over chunks of steps, the same minibatch indices for every model of a seed), at equal
 architecture:
 
-| family  | genlearn                                   | flowjax                                              |
-|---------|--------------------------------------------|------------------------------------------------------|
-| realnvp | ``flows.realnvp(d, 8, (128, 128), seed=s)`` | ``coupling_flow(flow_layers=8, nn_width=128, nn_depth=2)`` (affine) |
-| nice    | ``flows.nice(d, 8, (128, 128))``           | 8 couplings with a ``Loc`` transformer + a final elementwise ``Affine`` |
-| maf     | ``flows.maf(d, 5, (128, 128))``            | ``masked_autoregressive_flow(flow_layers=5, nn_width=128, nn_depth=2)`` |
-| spline  | ``flows.spline(d, 8, (128, 128), num_bins=8, bound=4)`` | ``coupling_flow(transformer=RationalQuadraticSpline(knots=8, interval=4))`` |
+| family  | genlearn (``s``: the run's seed)                         | flowjax                                              |
+|---------|--------------------------------------------------------|------------------------------------------------------|
+| realnvp | ``flows.realnvp(d, 8, (128, 128), seed=s)``            | ``coupling_flow(flow_layers=8, nn_width=128, nn_depth=2)`` (affine) |
+| nice    | ``flows.nice(d, 8, (128, 128), seed=s)``               | 8 couplings with a ``Loc`` transformer + a final elementwise ``Affine`` |
+| maf     | ``flows.maf(d, 5, (128, 128), seed=s)``                | ``masked_autoregressive_flow(flow_layers=5, nn_width=128, nn_depth=2)`` |
+| spline  | ``flows.spline(d, 8, (128, 128), num_bins=8, bound=4, seed=s)`` | ``coupling_flow(transformer=RationalQuadraticSpline(knots=8, interval=4))`` |
+
+Every genlearn flow at its library defaults otherwise (RealNVP and MAF over a Student-t base, NICE and the
+spline over a learned diagonal Gaussian); every flowjax flow over ``Normal(jnp.zeros(d))``, whose location
+and scale are trained (equinox partitions every float array into the parameters).
 
 Targets (benchmarks/_targets.py) have exact densities, so the curve is the held-out
 KL(p || q) = E_p[log p - log q] in nats (test draws, data units: the flows see standardised data
