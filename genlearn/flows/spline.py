@@ -210,8 +210,8 @@ def spline(
       base: "diag_gaussian" (the default: N(mu, diag(sigma^2)) with learned mu and sigma, which
         flowjax's trainable ``Normal`` base also is), "normal", "student_t", "logistic", or a
         Distribution. The learned base closed the spline's gap to flowjax on the 8-d funnel
-        (benchmarks/learning_curves.py loop, 3 seeds, final held-out KL 0.839 -> 0.655 nats,
-        flowjax 0.656; mixture8 0.293 -> 0.285, flowjax 0.284): a fixed N(0, I) left only the
+        (benchmarks/results/learning_curves.md, 3 seeds, final held-out KL 0.839 -> 0.657 nats,
+        flowjax 0.656; mixture8 0.293 -> 0.283, flowjax 0.284): a fixed N(0, I) left only the
         layers' slope-1 tails or learned tail slopes to set the scale of the points outside the box.
       activation, context_dim, scan: as for :func:`genlearn.flows.realnvp` (alternating
         masks or orders: one scanned pair of layers; random ones are unrolled).
