@@ -5,6 +5,7 @@ jit/vmap and float64 run through the registry in tests/test_bijectors.py.)"""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,11 +21,12 @@ def _made_jacobian(net, params, x, context=None):
     return jax.jit(jax.jacfwd(lambda p, v: net.apply(p, v, *args), argnums=1))(params, x)  # (dim, m, dim)
 
 
+@pytest.mark.parametrize("direct", [False, True])
 @pytest.mark.parametrize("order", ["natural", "reversed", "random", [2, 0, 4, 1, 3]])
 @pytest.mark.parametrize("hidden,m,cdim", [((6,), 1, 0), ((8, 7, 9), 3, 0), ((10, 10), 2, 3)])
-def test_made_jacobian_is_strictly_triangular_in_its_order(order, hidden, m, cdim):
+def test_made_jacobian_is_strictly_triangular_in_its_order(order, hidden, m, cdim, direct):
     dim = 5
-    net = flows.made(dim, hidden, m, order=order, seed=3, context_dim=cdim, activation="tanh")
+    net = flows.made(dim, hidden, m, order=order, seed=3, context_dim=cdim, activation="tanh", direct=direct)
     args = (jnp.zeros(dim),) + ((jnp.zeros(cdim),) if cdim else ())
     params = perturb(net.init(jax.random.PRNGKey(0), *args), jax.random.PRNGKey(1), 0.5)
     ctx = jnp.linspace(-1, 1, cdim) if cdim else None
@@ -53,6 +55,56 @@ def test_made_mask_connectivity(dim, widths, m, seed):
     pos[np.asarray(order)] = np.arange(dim)
     expected = np.repeat(pos[:, None] < pos[None, :], m, axis=1)  # (input j, output i*m+k)
     np.testing.assert_array_equal(paths > 0, expected)
+
+
+def test_made_direct_connections_are_the_linear_part():
+    """With ``direct=True`` and the hidden path zeroed the MADE is exactly x @ (A * M): linear, and masked so that
+    output i sees input j iff j comes before i (the direct mask equals the masks' connectivity with no hidden layer);
+    at init (A = 0) it adds nothing."""
+    from genlearn.flows.made import direct_mask
+
+    dim, m = 4, 2
+    net = flows.made(dim, (8,), m, order=[2, 0, 3, 1], direct=True)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros(dim))
+    plain = flows.made(dim, (8,), m, order=[2, 0, 3, 1])
+    x = jax.random.normal(jax.random.PRNGKey(1), (7, dim))
+    no_direct = {"params": {k: v for k, v in params["params"].items() if k != "direct"}}
+    np.testing.assert_array_equal(net.apply(params, x), plain.apply(no_direct, x))  # zero at init
+    a = jax.random.normal(jax.random.PRNGKey(2), params["params"]["direct"].shape)
+    zeroed = jax.tree_util.tree_map(jnp.zeros_like, params)
+    zeroed["params"]["direct"] = a
+    mask = direct_mask(net.order, m)
+    np.testing.assert_array_equal(mask, made_masks(net.order, (), m)[0])
+    np.testing.assert_allclose(net.apply(zeroed, x), (x @ (a * mask)).reshape(7, dim, m), rtol=1e-6, atol=1e-6)
+
+
+def test_maf_with_direct_connections_learns_a_correlated_gaussian_faster():
+    """One MAF layer with a narrow MADE (hidden width d): its ReLU units piece a linear conditional together slowly,
+    the direct connections hold it from the start. After 100 Adam steps on draws of a correlated Gaussian the
+    held-out NLL with them is within 0.25 nats of the true entropy and less than half the excess without them
+    (measured 0.11-0.16 vs 0.27-0.53 over init seeds 1-3); the plain layer catches up later."""
+    d = 4
+    a = np.tril(np.random.default_rng(0).normal(size=(d, d))) + 2.0 * np.eye(d)
+    x = np.random.default_rng(1).normal(size=(4000, d)) @ a.T
+    x_tr, x_te = jnp.asarray(x[:3000], jnp.float32), jnp.asarray(x[3000:], jnp.float32)
+    entropy = 0.5 * np.linalg.slogdet(2 * np.pi * np.e * (a @ a.T))[1]
+    excess = {}
+    for direct in (False, True):
+        flow = flows.maf(d, num_layers=1, hidden=(d,), base="normal", direct=direct)
+        opt = optax.adam(1e-2)
+
+        @jax.jit
+        def run(p):
+            def body(carry, _):
+                p, s = carry
+                g = jax.grad(lambda q: -jnp.mean(flow.log_prob(q, x_tr)))(p)
+                u, s = opt.update(g, s, p)
+                return (optax.apply_updates(p, u), s), None
+            return jax.lax.scan(body, (p, opt.init(p)), None, length=100)[0][0]
+
+        excess[direct] = float(-jnp.mean(flow.log_prob(run(flow.init(jax.random.PRNGKey(2))), x_te))) - entropy
+    assert excess[True] < 0.25, excess
+    assert excess[True] < 0.5 * excess[False], excess
 
 
 def test_made_context_reaches_every_output():
@@ -91,9 +143,10 @@ def test_pass_structure_is_a_loop_not_unrolled(layer):
     assert n_big == n_small
 
 
+@pytest.mark.parametrize("direct", [False, True])
 @pytest.mark.parametrize("make", [flows.maf, flows.iaf])
-def test_flows_start_at_identity_and_sample_log_prob_agree(make):
-    flow = make(3, num_layers=3, hidden=(16, 16))
+def test_flows_start_at_identity_and_sample_log_prob_agree(make, direct):
+    flow = make(3, num_layers=3, hidden=(16, 16), direct=direct)
     params = flow.init(jax.random.PRNGKey(0))
     z = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
     np.testing.assert_allclose(flow.apply(params, z), z, atol=1e-6)
@@ -143,6 +196,7 @@ def test_conditional_maf_and_iaf():
         (lambda: flows.made(3, (4,), order=[0, 0, 1]), "permutation"),
         (lambda: flows.made(3, (4,), order="diagonal"), "unknown order"),
         (lambda: flows.made(3, (4,), 0), "num_outputs"),
+        (lambda: flows.made(3, (4,), direct="yes"), "direct must be True or False"),
         (lambda: flows.maf(4, hidden=(3,)), "hidden width"),
         (lambda: flows.iaf(4, num_layers=0), "num_layers"),
         (lambda: flows.maf(4, order="sideways"), "unknown layer order"),

@@ -178,6 +178,7 @@ def _autoregressive(c):
     custom = core.make_flow(core.standard_normal(4), core.chain(
         flows.masked_autoregressive(4, hidden=(8,)), flows.inverse_autoregressive(4, hidden=(8,))))
     return {"maf": _flow_calls(c, flows.maf(4, 2, (8,))), "iaf": _flow_calls(c, flows.iaf(4, 2, (8,))),
+            "maf_direct": _flow_calls(c, flows.maf(4, 2, (8,), direct=True)),
             "made": made.apply(p, c(A4[:3])), "custom": _flow_calls(c, custom),
             "is_module": isinstance(made, flows.MADE)}
 

@@ -17,6 +17,13 @@ sampled, so no unit is dead as long as every hidden width is >= d.
 A context vector c (conditional flows) feeds every hidden layer and the
 output layer through unmasked dense maps: c may influence every output,
 including the first variable's, which has no predecessors.
+
+With ``direct=True`` a masked linear map from the inputs adds to the outputs
+(output row i sees input j when m(i) > m(j), the same strict order), zero at
+initialisation: the linear part of each conditional needs no hidden unit, so
+a MAF layer can represent an exact Gaussian (a triangular linear map) from its
+first steps. Germain et al. (2015) discuss these direct input-to-output
+connections; benchmarks/results/flow_ablation.md measures what they do.
 """
 
 from __future__ import annotations
@@ -77,6 +84,16 @@ def made_masks(order: tuple[int, ...], hidden: tuple[int, ...], num_outputs: int
     return tuple(masks)
 
 
+@functools.lru_cache(maxsize=128)
+def direct_mask(order: tuple[int, ...], num_outputs: int) -> np.ndarray:
+    """The mask ``(dim, dim * num_outputs)`` of MADE's direct input-to-output connections: output j of variable
+    i sees input k iff k comes before i in ``order``."""
+    dim = len(order)
+    in_deg = np.empty(dim, np.int64)
+    in_deg[np.asarray(order)] = np.arange(1, dim + 1)
+    return (np.repeat(in_deg, num_outputs)[None, :] > in_deg[:, None]).astype(np.float32)
+
+
 class _MaskedDense(nn.Module):
     """Dense layer y = x (W * M) + b with a fixed binary mask M (not a parameter)."""
 
@@ -110,6 +127,7 @@ class MADE(nn.Module):
       zero_init_last: zero the output layer, so a flow layer built on MADE starts at the identity.
       hidden_init: "uniform" (kernels and biases from U(+-1/sqrt(fan_in)), as PyTorch and
         Equinox; nonzero biases spread the ReLU kinks) or "lecun" (flax's default, zero biases).
+      direct: add masked linear input-to-output connections (params ``"direct"``, zero at init).
 
     Works on one example x of shape (dim,) or a batch (..., dim).
     """
@@ -121,6 +139,7 @@ class MADE(nn.Module):
     activation: str | Callable = "relu"
     zero_init_last: bool = True
     hidden_init: str = "uniform"
+    direct: bool = False
 
     @nn.compact
     def __call__(self, x, context=None):
@@ -147,6 +166,10 @@ class MADE(nn.Module):
             h = act(h)
         out = _MaskedDense(functools.partial(_pick, masks, len(self.hidden)), zero_init=self.zero_init_last,
                            name="masked_out")(h)
+        if self.direct:
+            mask = direct_mask(tuple(self.order), int(self.num_outputs))
+            w = self.param("direct", nn.initializers.zeros, mask.shape, jnp.float32)
+            out = out + x @ (w.astype(x.dtype) * jnp.asarray(mask, x.dtype))
         if self.context_dim:
             # the first variable has no predecessors: only a direct path lets the context reach it
             out = out + nn.Dense(out.shape[-1], use_bias=False, name="context_out",
@@ -170,6 +193,7 @@ def made(
     activation: str | Callable = "relu",
     zero_init_last: bool = True,
     hidden_init: str = "uniform",
+    direct: bool = False,
 ) -> MADE:
     """Builds a :class:`MADE` with validated hyperparameters.
 
@@ -184,6 +208,7 @@ def made(
       activation: hidden activation.
       zero_init_last: zero-initialise the output layer.
       hidden_init: "uniform" or "lecun", the hidden layers' initialisation (see :class:`MADE`).
+      direct: masked linear input-to-output connections, zero at init (see :class:`MADE`).
 
     Returns the flax module; ``module.init(key, x[, context])`` gives its params.
     """
@@ -202,6 +227,8 @@ def made(
         )
     activation_fn(activation)  # validates the name now rather than at first call
     check_hidden_init(hidden_init, "made")
+    if not isinstance(direct, (bool, np.bool_)):
+        raise ValueError(f"made: direct must be True or False, got {direct!r}")
     return MADE(order=autoregressive_order(dim, order, seed), hidden=tuple(int(w) for w in hidden),
                 num_outputs=num_outputs, context_dim=context_dim, activation=activation,
-                zero_init_last=zero_init_last, hidden_init=hidden_init)
+                zero_init_last=zero_init_last, hidden_init=hidden_init, direct=bool(direct))
