@@ -2,16 +2,22 @@
 
     python benchmarks/flow_ablation.py                    # mixture8 and moons, 3 seeds, 4000 steps
     python benchmarks/flow_ablation.py --targets mixture8 --seeds 2
+    python benchmarks/flow_ablation.py --targets moons,digits --variants "maf: direct" --evals 8 --append
 
 Each variant differs from its neighbour in one choice; every run goes through the same loop as
 benchmarks/learning_curves.py (Adam 1e-3 with cosine decay, batch 256, same minibatches per seed),
-and reports the held-out KL(p || q) in nats against the exact target density. Results:
-benchmarks/results/flow_ablation.md.
+and reports the held-out KL(p || q) in nats against the exact target density (digits: held-out NLL in bits per
+dim, as learning_curves.py). The variants of ``SEEDED`` (stop 39 on) are built from each run's seed, as
+learning_curves.py builds genlearn's rows; at learning_curves.py's points (``--steps 4000 --evals 8``) the table
+also counts the points where a variant's mean is above flowjax's committed curve
+(benchmarks/results/learning_curves.json, same seeds). Results: benchmarks/results/flow_ablation.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 
@@ -21,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
-import _targets  # noqa: E402
 import learning_curves  # noqa: E402
 from genlearn import core, flows  # noqa: E402
 from genlearn.flows.autoregressive import layer_orders  # noqa: E402
@@ -130,6 +135,128 @@ VARIANTS = {
 }
 
 
+def _reinit_last(flow, std, seed):
+    """``flow`` whose MADE output kernels start from N(0, std^2) instead of zero (flowjax's conditioners start
+    from a random last layer)."""
+    def init(key):
+        params = flow.init(key)
+        keys = iter(jax.random.split(jax.random.PRNGKey(seed + 99), 1024))
+
+        def bump(path, x):
+            name = "/".join(str(getattr(q, "key", q)) for q in path)
+            return x + std * jax.random.normal(next(keys), x.shape) if "masked_out" in name and \
+                name.endswith("kernel") else x
+        return jax.tree_util.tree_map_with_path(bump, params)
+
+    return flow._replace(init=init)
+
+
+def _other_draws(flow):
+    """The same model from other initial parameters: ``init(key)`` draws from ``fold_in(key, 1)`` (the masks and
+    orders, from the seed, are unchanged). How far this moves a curve is the init noise of one seed."""
+    return flow._replace(init=lambda key: flow.init(jax.random.fold_in(key, 1)))
+
+
+def _nice_base(d, learn):
+    """A Gaussian base learning only its mean (``learn="mean"``) or only its log scale (``"scale"``)."""
+    import jax.numpy as jnp
+
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    name = {"mean": "mean", "scale": "log_std"}[learn]
+
+    def init(key):
+        return {name: jnp.zeros((d,))}
+
+    def log_prob(params, z):
+        mean = params.get("mean", 0.0)
+        log_std = params.get("log_std", jnp.zeros((d,)))
+        return -0.5 * jnp.sum(((z - mean) * jnp.exp(-log_std)) ** 2) - jnp.sum(log_std) - d * half_log_2pi
+
+    def sample(params, key, n):
+        return params.get("mean", 0.0) + jnp.exp(params.get("log_std", 0.0)) * jax.random.normal(key, (n, d))
+
+    return core.Distribution(init, log_prob, sample, d)
+
+
+def _softplus_scale(d):
+    """NICE's diagonal scale as flowjax's ``Affine`` parameterises it: s = softplus(raw + c), s = 1 at raw = 0."""
+    import jax.numpy as jnp
+    from genlearn.core.bijectors import make_bijector
+
+    c = float(np.log(np.expm1(1.0)))
+
+    def init(key):
+        return {"raw": jnp.zeros((d,))}
+
+    def apply(params, z):
+        s = jax.nn.softplus(params["raw"] + c)
+        return z * s, jnp.sum(jnp.log(s))
+
+    def inverse(params, x):
+        s = jax.nn.softplus(params["raw"] + c)
+        return x / s, -jnp.sum(jnp.log(s))
+
+    return make_bijector(init, apply, inverse, d)
+
+
+def _nice_flowjax_scales(d, seed):
+    """NICE as flows.nice(d, 8, (128, 128), seed=seed) builds it, but with softplus scales in the base and in the
+    diagonal layer (flowjax's ``Normal`` and ``Affine``), instead of exp ones."""
+    import jax.numpy as jnp
+    from genlearn.flows._common import alternating_masks
+
+    c = float(np.log(np.expm1(1.0)))
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+
+    def init(key):
+        return {"mean": jnp.zeros((d,)), "raw": jnp.zeros((d,))}
+
+    def log_prob(params, z):
+        s = jax.nn.softplus(params["raw"] + c)
+        return -0.5 * jnp.sum(((z - params["mean"]) / s) ** 2) - jnp.sum(jnp.log(s)) - d * half_log_2pi
+
+    def sample(params, key, n):
+        return params["mean"] + jax.nn.softplus(params["raw"] + c) * jax.random.normal(key, (n, d))
+
+    layers = [flows.coupling(d, flows.shift(), mask=m, hidden=(128, 128), last_init_scale=1e-2)
+              for m in alternating_masks(d, 8, "random" if d > 2 else "half", seed)]
+    return core.make_flow(core.Distribution(init, log_prob, sample, d), core.chain(_softplus_scale(d), *layers))
+
+
+# name -> factory(d, seed): variants measured since stop 39, built from each run's seed as learning_curves.py builds
+# genlearn's rows (masks and orders drawn from it).
+SEEDED = {
+    "maf: now (seeded)": lambda d, s: flows.maf(d, 5, (128, 128), seed=s),
+    "maf: now, other init draws": lambda d, s: _other_draws(flows.maf(d, 5, (128, 128), seed=s)),
+    "spline: now, other init draws": lambda d, s: _other_draws(flows.spline(d, 8, (128, 128), num_bins=8, bound=4.0,
+                                                                           seed=s)),
+    "maf: direct connections": lambda d, s: flows.maf(d, 5, (128, 128), seed=s, direct=True),
+    "maf: last layer N(0, 0.01^2)": lambda d, s: _reinit_last(flows.maf(d, 5, (128, 128), seed=s), 1e-2, s),
+    "maf: last layer N(0, 1/fan_in) (flowjax's scale)": lambda d, s: _reinit_last(
+        flows.maf(d, 5, (128, 128), seed=s), 128 ** -0.5, s),
+    "nice: now (seeded)": lambda d, s: flows.nice(d, 8, (128, 128), seed=s),
+    "nice: base learns its mean only": lambda d, s: flows.nice(d, 8, (128, 128), seed=s, base=_nice_base(d, "mean")),
+    "nice: base learns its scale only": lambda d, s: flows.nice(d, 8, (128, 128), seed=s,
+                                                                base=_nice_base(d, "scale")),
+    "nice: softplus scales (flowjax's)": _nice_flowjax_scales,
+}
+
+
+def _points_above(tname, name, seeds, curves, steps):
+    """Points where the variant's mean curve is above flowjax's committed one (same seeds, same evaluation
+    steps), or None where there is none to compare with."""
+    family = name.split(":")[0].split(" ")[0]
+    path = os.path.join(learning_curves.RESULTS, "learning_curves.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        ref = {r["seed"]: r["kl"] for r in json.load(fh)
+               if (r["target"], r["family"], r["library"]) == (tname, family, "flowjax") and r["steps"] == steps}
+    if not all(s in ref for s in seeds):
+        return None
+    return int(np.sum(np.mean(curves, 0) > np.mean([ref[s] for s in seeds], 0)))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--targets", default="mixture8,moons")
@@ -138,36 +265,45 @@ def main(argv=None):
     p.add_argument("--variants", default=None, help="'|'-separated substrings selecting variants (names hold commas)")
     p.add_argument("--out", default=os.path.join(learning_curves.RESULTS, "flow_ablation.md"))
     p.add_argument("--append", action="store_true", help="append this run's table to --out instead of rewriting it")
+    p.add_argument("--evals", type=int, default=4, help="evaluation points (8: learning_curves.py's, compared)")
     a = p.parse_args(argv)
-    chosen = {k: v for k, v in VARIANTS.items()
-              if a.variants is None or any(s in k for s in a.variants.split("|"))}
+    if a.evals < 2:
+        p.error("--evals must be >= 2")
+    every = {**{k: (lambda f: lambda d, s: f(d))(v) for k, v in VARIANTS.items()}, **SEEDED}
+    chosen = {k: v for k, v in every.items() if a.variants is None or any(s in k for s in a.variants.split("|"))}
+    seeds = list(range(a.seeds))
     rows = []
     for tname in a.targets.split(","):
-        target = _targets.make_target(tname)
         for name, factory in chosen.items():
-            finals, quarters = [], []
-            for seed in range(a.seeds):
-                r = np.random.default_rng(seed)
-                x_tr, x_te = target.sample(r, 20_000), target.sample(r, 5_000)
-                mean, std = x_tr.mean(0), x_tr.std(0)
-                const = float(np.sum(np.log(std))) + float(np.mean(target.log_prob(x_te)))
-                flow = factory(target.dim)
-                curve, _ = learning_curves.train(flow.log_prob, flow.init(jax.random.PRNGKey(seed)),
-                                                 (x_tr - mean) / std, (x_te - mean) / std, steps=a.steps,
-                                                 batch_size=256, lr=1e-3, seed=seed, evals=4)
-                quarters.append(curve[0][2] + const)
-                finals.append(curve[-1][2] + const)
-            se = lambda v: np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")  # noqa: E731
-            rows.append((tname, name, np.mean(quarters), se(quarters), np.mean(finals), se(finals)))
-            print(f"{tname:9s} {name:45s} KL@1/4 {rows[-1][2]:.3f} ± {rows[-1][3]:.3f}   "
-                  f"final {rows[-1][4]:.3f} ± {rows[-1][5]:.3f}", flush=True)
+            curves, steps = [], None
+            for seed in seeds:
+                z_tr, z_te, d, to_metric = learning_curves.draws(tname, seed, 20_000, 5_000)
+                flow = factory(d, seed)
+                curve, _ = learning_curves.train(flow.log_prob, flow.init(jax.random.PRNGKey(seed)), z_tr, z_te,
+                                                 steps=a.steps, batch_size=256, lr=1e-3, seed=seed, evals=a.evals)
+                curves.append([to_metric(c[2]) for c in curve])
+                steps = [int(c[0]) for c in curve]
+            curves = np.asarray(curves)
+            se = curves.std(0, ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else np.full(a.evals, np.nan)
+            cols = [a.evals // 4 - 1 if a.evals >= 4 else 0, a.evals // 2 - 1, a.evals - 1]
+            above = _points_above(tname, name, seeds, curves, steps)
+            rows.append((tname, name, [(curves.mean(0)[i], se[i]) for i in cols], above))
+            print(f"{tname:9s} {name:45s} " + "  ".join(f"{m:.3f} ± {e:.3f}" for m, e in rows[-1][2])
+                  + ("" if above is None else f"  above flowjax at {above}/{a.evals}"), flush=True)
+    compared = any(r[3] is not None for r in rows)
     head = [] if a.append else ["# Flow ablation: one change at a time", ""]
     lines = head + [f"`python benchmarks/flow_ablation.py --targets {a.targets} --seeds {a.seeds} --steps {a.steps}"
-             f"{' --variants ' + a.variants if a.variants else ''}`: "
-             "held-out KL(p || q) in nats (exact target densities, mean ± standard error over seeds), after a "
-             "quarter of the steps and at the end; the loop of `benchmarks/learning_curves.py`.", "",
-             "| target | variant | KL @ 1/4 | KL final |", "|---|---|---|---|"]
-    lines += [f"| {t} | {n} | {q:.3f} ± {qs:.3f} | {f:.3f} ± {fs:.3f} |" for t, n, q, qs, f, fs in rows]
+             f"{' --variants ' + chr(34) + a.variants + chr(34) if a.variants else ''}"
+             f"{' --evals ' + str(a.evals) if a.evals != 4 else ''}`: "
+             "held-out KL(p || q) in nats (exact target densities; digits: NLL in bits per dim), mean ± standard "
+             "error over seeds, after a quarter and half of the steps and at the end; the loop of "
+             "`benchmarks/learning_curves.py`." + (" Last column: the points where the mean is above flowjax's "
+                                                   "committed curve (learning_curves.json, same seeds)." if compared
+                                                   else ""), "",
+             "| target | variant | KL @ 1/4 | KL @ 1/2 | KL final |" + (" above flowjax |" if compared else ""),
+             "|---|---|---|---|---|" + ("---|" if compared else "")]
+    lines += [f"| {t} | {n} | " + " | ".join(f"{m:.3f} ± {e:.3f}" for m, e in c) + " |"
+              + ("" if not compared else f" {'–' if ab is None else f'{ab}/{a.evals}'} |") for t, n, c, ab in rows]
     with open(a.out, "a" if a.append else "w") as fh:
         fh.write(("\n" if a.append else "") + "\n".join(lines) + "\n")
     print("wrote", a.out)
