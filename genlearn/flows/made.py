@@ -84,16 +84,6 @@ def made_masks(order: tuple[int, ...], hidden: tuple[int, ...], num_outputs: int
     return tuple(masks)
 
 
-@functools.lru_cache(maxsize=128)
-def direct_mask(order: tuple[int, ...], num_outputs: int) -> np.ndarray:
-    """The mask ``(dim, dim * num_outputs)`` of MADE's direct input-to-output connections: output j of variable
-    i sees input k iff k comes before i in ``order``."""
-    dim = len(order)
-    in_deg = np.empty(dim, np.int64)
-    in_deg[np.asarray(order)] = np.arange(1, dim + 1)
-    return (np.repeat(in_deg, num_outputs)[None, :] > in_deg[:, None]).astype(np.float32)
-
-
 class _MaskedDense(nn.Module):
     """Dense layer y = x (W * M) + b with a fixed binary mask M (not a parameter)."""
 
@@ -167,7 +157,7 @@ class MADE(nn.Module):
         out = _MaskedDense(functools.partial(_pick, masks, len(self.hidden)), zero_init=self.zero_init_last,
                            name="masked_out")(h)
         if self.direct:
-            mask = direct_mask(tuple(self.order), int(self.num_outputs))
+            mask = made_masks(tuple(self.order), (), int(self.num_outputs))[0]  # no hidden layer: input -> output
             w = self.param("direct", nn.initializers.zeros, mask.shape, jnp.float32)
             out = out + x @ (w.astype(x.dtype) * jnp.asarray(mask, x.dtype))
         if self.context_dim:
