@@ -157,23 +157,32 @@ def _other_draws(flow):
     return flow._replace(init=lambda key: flow.init(jax.random.fold_in(key, 1)))
 
 
-def _nice_base(d, learn):
-    """A Gaussian base learning only its mean (``learn="mean"``) or only its log scale (``"scale"``)."""
+def _scale_map(kind):
+    """(s(raw), log s(raw)) with s = 1 at raw = 0: "exp" (genlearn's) or "softplus" (flowjax's,
+    s = softplus(raw + c))."""
+    if kind == "exp":
+        return (lambda raw: jax.numpy.exp(raw)), (lambda raw: raw)
+    c = float(np.log(np.expm1(1.0)))
+    return (lambda raw: jax.nn.softplus(raw + c)), (lambda raw: jax.numpy.log(jax.nn.softplus(raw + c)))
+
+
+def _gaussian_base(d, learn=("mean", "scale"), scale="exp"):
+    """N(mean, diag s^2) learning its mean, its scale (s from ``_scale_map(scale)``) or both; the rest fixed at
+    N(0, I)."""
     import jax.numpy as jnp
 
+    s_of, log_s_of = _scale_map(scale)
     half_log_2pi = 0.5 * math.log(2 * math.pi)
-    name = {"mean": "mean", "scale": "log_std"}[learn]
 
     def init(key):
-        return {name: jnp.zeros((d,))}
+        return {name: jnp.zeros((d,)) for name in learn}
 
     def log_prob(params, z):
-        mean = params.get("mean", 0.0)
-        log_std = params.get("log_std", jnp.zeros((d,)))
-        return -0.5 * jnp.sum(((z - mean) * jnp.exp(-log_std)) ** 2) - jnp.sum(log_std) - d * half_log_2pi
+        mean, raw = params.get("mean", 0.0), params.get("scale", jnp.zeros((d,)))
+        return -0.5 * jnp.sum(((z - mean) / s_of(raw)) ** 2) - jnp.sum(log_s_of(raw)) - d * half_log_2pi
 
     def sample(params, key, n):
-        return params.get("mean", 0.0) + jnp.exp(params.get("log_std", 0.0)) * jax.random.normal(key, (n, d))
+        return params.get("mean", 0.0) + s_of(params.get("scale", jnp.zeros((d,)))) * jax.random.normal(key, (n, d))
 
     return core.Distribution(init, log_prob, sample, d)
 
@@ -183,44 +192,28 @@ def _softplus_scale(d):
     import jax.numpy as jnp
     from genlearn.core.bijectors import make_bijector
 
-    c = float(np.log(np.expm1(1.0)))
+    s_of, log_s_of = _scale_map("softplus")
 
     def init(key):
         return {"raw": jnp.zeros((d,))}
 
     def apply(params, z):
-        s = jax.nn.softplus(params["raw"] + c)
-        return z * s, jnp.sum(jnp.log(s))
+        return z * s_of(params["raw"]), jnp.sum(log_s_of(params["raw"]))
 
     def inverse(params, x):
-        s = jax.nn.softplus(params["raw"] + c)
-        return x / s, -jnp.sum(jnp.log(s))
+        return x / s_of(params["raw"]), -jnp.sum(log_s_of(params["raw"]))
 
     return make_bijector(init, apply, inverse, d)
 
 
 def _nice_flowjax_scales(d, seed):
-    """NICE as flows.nice(d, 8, (128, 128), seed=seed) builds it, but with softplus scales in the base and in the
-    diagonal layer (flowjax's ``Normal`` and ``Affine``), instead of exp ones."""
-    import jax.numpy as jnp
-    from genlearn.flows._common import alternating_masks
-
-    c = float(np.log(np.expm1(1.0)))
-    half_log_2pi = 0.5 * math.log(2 * math.pi)
-
-    def init(key):
-        return {"mean": jnp.zeros((d,)), "raw": jnp.zeros((d,))}
-
-    def log_prob(params, z):
-        s = jax.nn.softplus(params["raw"] + c)
-        return -0.5 * jnp.sum(((z - params["mean"]) / s) ** 2) - jnp.sum(jnp.log(s)) - d * half_log_2pi
-
-    def sample(params, key, n):
-        return params["mean"] + jax.nn.softplus(params["raw"] + c) * jax.random.normal(key, (n, d))
+    """NICE as flows.nice(d, 8, (128, 128), seed=seed) builds it (its masks and couplings), but with softplus scales
+    in the base and in the diagonal layer (flowjax's ``Normal`` and ``Affine``) instead of exp ones."""
+    from genlearn.flows._common import alternating_masks, default_mask
 
     layers = [flows.coupling(d, flows.shift(), mask=m, hidden=(128, 128), last_init_scale=1e-2)
-              for m in alternating_masks(d, 8, "random" if d > 2 else "half", seed)]
-    return core.make_flow(core.Distribution(init, log_prob, sample, d), core.chain(_softplus_scale(d), *layers))
+              for m in alternating_masks(d, 8, default_mask(d, None), seed)]
+    return core.make_flow(_gaussian_base(d, scale="softplus"), core.chain(_softplus_scale(d), *layers))
 
 
 # name -> factory(d, seed): variants measured since stop 39, built from each run's seed as learning_curves.py builds
@@ -235,9 +228,10 @@ SEEDED = {
     "maf: last layer N(0, 1/fan_in) (flowjax's scale)": lambda d, s: _reinit_last(
         flows.maf(d, 5, (128, 128), seed=s), 128 ** -0.5, s),
     "nice: now (seeded)": lambda d, s: flows.nice(d, 8, (128, 128), seed=s),
-    "nice: base learns its mean only": lambda d, s: flows.nice(d, 8, (128, 128), seed=s, base=_nice_base(d, "mean")),
+    "nice: base learns its mean only": lambda d, s: flows.nice(d, 8, (128, 128), seed=s,
+                                                               base=_gaussian_base(d, ("mean",))),
     "nice: base learns its scale only": lambda d, s: flows.nice(d, 8, (128, 128), seed=s,
-                                                                base=_nice_base(d, "scale")),
+                                                                base=_gaussian_base(d, ("scale",))),
     "nice: softplus scales (flowjax's)": _nice_flowjax_scales,
 }
 
