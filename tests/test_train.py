@@ -8,6 +8,7 @@ import re
 import warnings
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -687,6 +688,41 @@ def test_all_finite_and_guarded_update():
     new, _, ok = guarded_update(opt, jnp.float32(1.0), {"c": jnp.float32(2.0)}, params, opt.init(params),
                                 project=lambda p: {"c": jnp.clip(p["c"], -0.5, 0.5)})
     assert bool(ok) and float(new["c"]) == -0.5
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_guarded_update_branch_and_select_agree(bad):
+    """On CPU the kept state is chosen by a branch (`_keep_branch`), elsewhere by `keep_if`'s select: the same
+    params, Adam state and flag, under jit, vmap (where the branch becomes a select) and inside lax.scan."""
+    from genlearn.train import step as st
+
+    opt = optax.adam(0.1)
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+    grads = jax.tree_util.tree_map(lambda a: jnp.cos(a) + (jnp.nan if bad else 0.0), params)
+    state = opt.init(params)
+    hlo = jax.jit(lambda g, p, s: st.guarded_update(opt, jnp.float32(1.0), g, p, s)).lower(grads, params, state)
+    assert jax.default_backend() != "cpu" or "conditional" in hlo.compile().as_text()
+
+    def run(keep):
+        def upd(p, s):
+            new_p, new_s = opt.update(grads, s, p)
+            new_p = optax.apply_updates(p, new_p)
+            ok = jnp.isfinite(jnp.float32(1.0)) & st.all_finite(grads, new_p)
+            kp, ks = keep(ok, (new_p, new_s), (p, s))
+            return kp, ks, ok
+
+        one = jax.jit(upd)(params, state)
+        batched = jax.vmap(upd, in_axes=(0, None))(jax.tree_util.tree_map(lambda a: jnp.stack([a, 2 * a]), params),
+                                                    state)
+        scanned = jax.lax.scan(lambda c, _: (upd(*c)[:2], None), (params, state), None, length=3)[0]
+        return one, batched, scanned
+
+    # equal up to XLA fusing Adam's arithmetic differently around a branch than around a select (1 ulp)
+    for a, b in zip(run(st._keep_branch), run(st.keep_if)):
+        chex.assert_trees_all_close(a, b, rtol=1e-6, atol=0)
+    got = st.guarded_update(opt, jnp.float32(1.0), grads, params, state)
+    chex.assert_trees_all_close(got, run(st.keep_if)[0], rtol=1e-6, atol=0)
+    assert bool(got[2]) is (not bad)
 
 
 # ---------------------------------------------------------------------------

@@ -30,6 +30,18 @@ def keep_if(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
+def _keep_branch(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    # ``keep_if`` as a branch: XLA:CPU then neither reads nor rewrites the untaken state (measured on a
+    # RealNVP fit of 4000 steps, ~1/6 of the wall time); under vmap the batched predicate makes it a select.
+    return jax.lax.cond(ok, lambda: new, lambda: old)
+
+
+def _keep(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    # a branch on CPU; the elementwise select elsewhere (a conditional inside a GPU/TPU loop may cost a
+    # device-to-host read of the predicate per step). Both give the same values.
+    return jax.lax.platform_dependent(ok, new, old, cpu=_keep_branch, default=keep_if)
+
+
 def guarded_update(
     optimizer: optax.GradientTransformation,
     loss: jax.Array,
@@ -46,7 +58,9 @@ def guarded_update(
     :math:`g` and every leaf of :math:`\theta'` are finite, else
     :math:`(\theta, s, \mathrm{False})`. (`optax.apply_if_finite` checks the
     gradient only; an overflowing update would still get through.) The choice is
-    an elementwise `jnp.where`: safe under `jit`, `vmap` and `lax.scan`.
+    a `lax.cond` when compiled for CPU and `keep_if`'s elementwise `jnp.where`
+    on other platforms (same values; the branch skips a pass over the state on
+    CPU); safe under `jit`, `vmap` and `lax.scan`.
 
     Args:
       optimizer: any `optax.GradientTransformation`.
@@ -62,7 +76,8 @@ def guarded_update(
     if project is not None:
         new_params = project(new_params)
     finite = jnp.isfinite(loss) & all_finite(grads, new_params)
-    return keep_if(finite, new_params, params), keep_if(finite, new_opt_state, opt_state), finite
+    kept_params, kept_state = _keep(finite, (new_params, new_opt_state), (params, opt_state))
+    return kept_params, kept_state, finite
 
 
 def train_step(
