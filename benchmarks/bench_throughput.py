@@ -15,6 +15,13 @@ Every model is on R^64 (the digits dimension) with a standard-normal base and
   ``RationalQuadraticSpline``; their conditioners output 3K+1 numbers per
   coordinate, genlearn's 3K-1 as its boundary derivatives are fixed to 1).
 
+The coupling layouts differ between the peers: flowjax permutes the coordinates at
+random between layers, distrax alternates contiguous halves. genlearn is timed in both
+layouts: ``genlearn`` at its default (a random half per layer above two dimensions,
+flowjax's layout) and ``genlearn-half`` (``mask="half"``, distrax's; scanned pairs of
+couplings, `genlearn.core.repeat`). Both use the peers' standard-normal base (genlearn's
+default bases are a Student-t or a learned diagonal Gaussian).
+
 Other genlearn flows (Glow, IAF, CNF) have no same-architecture peer in these
 libraries and are not timed here.
 
@@ -67,18 +74,22 @@ KNOTS, BOUND = 8, 3.0  # rational-quadratic splines: bins on [-BOUND, BOUND]
 # ---------------------------------------------------------------------------
 
 
-def genlearn_model(name, key):
+def genlearn_model(name, key, mask=None):
+    """genlearn's flow with the peers' standard-normal base; ``mask=None``: its default layout at d = 64 (a
+    random half per layer, as flowjax permutes between layers), ``"half"``: distrax's contiguous halves."""
     from genlearn import flows
 
     hidden = (WIDTH,) * DEPTH
     if name == "nice":
-        flow = flows.nice(DIM, LAYERS[name], hidden, base="normal")
+        flow = flows.nice(DIM, LAYERS[name], hidden, base="normal", mask=mask)
     elif name == "realnvp":
-        flow = flows.realnvp(DIM, LAYERS[name], hidden)
+        flow = flows.realnvp(DIM, LAYERS[name], hidden, base="normal", mask=mask)
     elif name == "spline":
-        flow = flows.spline(DIM, LAYERS[name], hidden, num_bins=KNOTS, bound=BOUND)
+        flow = flows.spline(DIM, LAYERS[name], hidden, num_bins=KNOTS, bound=BOUND, base="normal", mask=mask)
+    elif mask is None:
+        flow = flows.maf(DIM, LAYERS[name], hidden, base="normal")
     else:
-        flow = flows.maf(DIM, LAYERS[name], hidden)
+        return None  # a MADE has no coupling halves
     return flow.init(key), flow.log_prob, flow.sample
 
 
@@ -150,7 +161,8 @@ def distrax_model(name, key):
     return params, log_prob, sample
 
 
-LIBRARIES = {"genlearn": genlearn_model, "flowjax": flowjax_model, "distrax": distrax_model}
+LIBRARIES = {"genlearn": genlearn_model, "genlearn-half": partial(genlearn_model, mask="half"),
+             "flowjax": flowjax_model, "distrax": distrax_model}
 
 
 # ---------------------------------------------------------------------------
@@ -266,16 +278,18 @@ def add_ratios(rows, roofline):
     for r in rows:
         by_key.setdefault((r["model"], r["batch"]), []).append(r)
     for group in by_key.values():
-        mine = next((r for r in group if r["library"] == "genlearn"), None)
-        peers = [r for r in group if r["library"] != "genlearn"]
+        ours = [r for r in group if r["library"].startswith("genlearn")]
+        mine = next((r for r in ours if r["library"] == "genlearn"), None)
+        peers = [r for r in group if not r["library"].startswith("genlearn")]
         for r in group:
             r["roofline_fraction"] = r["train_flops_per_s"] / roofline
-        if mine is None or not peers:
+        if not ours or not peers:
             continue
         for metric in ("train_examples_per_s", "log_prob_examples_per_s", "sample_examples_per_s"):
             best = max(p[metric] for p in peers)
-            mine[f"{metric.replace('_examples_per_s', '')}_ratio_vs_fastest_peer"] = mine[metric] / best
-            for p in peers:
+            for r in ours:
+                r[f"{metric.replace('_examples_per_s', '')}_ratio_vs_fastest_peer"] = r[metric] / best
+            for p in peers if mine is not None else ():
                 p[f"genlearn_over_this_{metric.replace('_examples_per_s', '')}"] = mine[metric] / p[metric]
 
 
@@ -311,7 +325,9 @@ def markdown(result):
         f"dim {DIM}, 2x{WIDTH} ReLU MLPs, NICE/RealNVP 8 couplings, MAF 5 MADE layers; "
         f"training = {result['steps']} Adam steps of the NLL in one jitted scan; best of "
         f"{result['repeats']} interleaved rounds after a warm-up (medians in the JSON). "
-        f"Ratio = genlearn / fastest peer (>1: genlearn faster); with several runs of the "
+        f"Ratio = genlearn / fastest peer (>1: genlearn faster; genlearn-half: genlearn with "
+        f"distrax's contiguous halves, genlearn: its default random halves, flowjax's layout); "
+        f"with several runs of the "
         f"script, the median ratio and each run's. Roofline % = 3 x dense-layer "
         f"FLOPs per example x train ex/s / matmul FLOP/s.",
         "",
