@@ -50,13 +50,15 @@ def genlearn_model(name, dim, key):
     from genlearn import flows
 
     hidden = (WIDTH,) * DEPTH
+    # the peers' standard-normal base (genlearn's defaults: Student-t for MAF/IAF/Glow, a learned diagonal
+    # Gaussian for the spline)
     if name == "cnf":
-        flow = flows.cnf(dim, hidden=(64, 64), rtol=1e-5, atol=1e-5)
+        flow = flows.cnf(dim, hidden=(64, 64), rtol=1e-5, atol=1e-5, base="normal")
     elif name == "spline":
-        flow = flows.spline(dim, LAYERS[name], hidden, num_bins=BINS, bound=BOUND)
+        flow = flows.spline(dim, LAYERS[name], hidden, num_bins=BINS, bound=BOUND, base="normal")
     else:
         flow = {"maf": flows.maf, "iaf": flows.iaf, "glow": partial(flows.glow, data_init=False)}[name](
-            dim, LAYERS[name], hidden)
+            dim, LAYERS[name], hidden, base="normal")
     return flow.init(key), flow.log_prob, flow.sample
 
 
