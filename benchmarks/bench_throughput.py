@@ -287,10 +287,12 @@ def add_ratios(rows, roofline):
             continue
         for metric in ("train_examples_per_s", "log_prob_examples_per_s", "sample_examples_per_s"):
             best = max(p[metric] for p in peers)
+            name = metric.replace("_examples_per_s", "")
             for r in ours:
-                r[f"{metric.replace('_examples_per_s', '')}_ratio_vs_fastest_peer"] = r[metric] / best
-            for p in peers if mine is not None else ():
-                p[f"genlearn_over_this_{metric.replace('_examples_per_s', '')}"] = mine[metric] / p[metric]
+                r[f"{name}_ratio_vs_fastest_peer"] = r[metric] / best
+            if mine is not None:
+                for p in peers:
+                    p[f"genlearn_over_this_{name}"] = mine[metric] / p[metric]
 
 
 def merge_runs(rows, previous):
