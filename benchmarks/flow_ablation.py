@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 import learning_curves  # noqa: E402
 from genlearn import core, flows  # noqa: E402
@@ -59,7 +60,6 @@ def _flowjax_tails(t, bound):
     """flowjax's RQ spline from ``t`` (``tails="linear"``: learned boundary derivatives), in the normalizing
     direction, with identity outside [-bound, bound] (so not C^1 at the box): each coordinate's map is ``t``'s
     forward inside the box and x itself outside, as ``flowjax.bijections.RationalQuadraticSpline`` does."""
-    import jax.numpy as jnp
 
     def per_coordinate(fn):
         def apply(h, v):
@@ -169,7 +169,6 @@ def _scale_map(kind):
 def _gaussian_base(d, learn=("mean", "scale"), scale="exp"):
     """N(mean, diag s^2) learning its mean, its scale (s from ``_scale_map(scale)``) or both; the rest fixed at
     N(0, I)."""
-    import jax.numpy as jnp
 
     s_of, log_s_of = _scale_map(scale)
     half_log_2pi = 0.5 * math.log(2 * math.pi)
@@ -189,7 +188,6 @@ def _gaussian_base(d, learn=("mean", "scale"), scale="exp"):
 
 def _softplus_scale(d):
     """NICE's diagonal scale as flowjax's ``Affine`` parameterises it: s = softplus(raw + c), s = 1 at raw = 0."""
-    import jax.numpy as jnp
     from genlearn.core.bijectors import make_bijector
 
     s_of, log_s_of = _scale_map("softplus")
@@ -216,6 +214,27 @@ def _nice_flowjax_scales(d, seed):
     return core.make_flow(_gaussian_base(d, scale="softplus"), core.chain(_softplus_scale(d), *layers))
 
 
+def _harmonic_affine(max_log_scale=4.0, min_scale=1e-2):
+    """`flows.affine`'s softplus scale s with a harmonic bound, 1 / s_b = 1 / s + e^-B (smooth, below e^B, s_b = 1
+    at raw = 0 through the offset): no transcendental beyond the softplus and the log-det's log, where the
+    default's tanh bound (log s -> B tanh(log s / B)) adds a log, a tanh and an exp per coordinate."""
+    floor, eb = float(min_scale), float(math.exp(-max_log_scale))
+    offset = float(np.log(np.expm1(1.0 / (1.0 - eb) - floor)))
+
+    def inv_scale(raw):
+        return 1.0 / (jax.nn.softplus(raw + offset) + floor) + eb
+
+    def forward(h, z):
+        r = inv_scale(h[:, 0])
+        return (z - h[:, 1]) * r, jnp.sum(jnp.log(r))
+
+    def inverse(h, x):
+        r = inv_scale(h[:, 0])
+        return x / r + h[:, 1], -jnp.sum(jnp.log(r))
+
+    return flows.Transformer(2, forward, inverse)
+
+
 # name -> factory(d, seed): variants measured since stop 39, built from each run's seed as learning_curves.py builds
 # genlearn's rows (masks and orders drawn from it).
 SEEDED = {
@@ -224,6 +243,7 @@ SEEDED = {
     "spline: now, other init draws": lambda d, s: _other_draws(flows.spline(d, 8, (128, 128), num_bins=8, bound=4.0,
                                                                            seed=s)),
     "maf: direct connections": lambda d, s: flows.maf(d, 5, (128, 128), seed=s, direct=True),
+    "maf: harmonic scale bound": lambda d, s: flows.maf(d, 5, (128, 128), seed=s, transformer=_harmonic_affine()),
     "maf: last layer N(0, 0.01^2)": lambda d, s: _reinit_last(flows.maf(d, 5, (128, 128), seed=s), 1e-2, s),
     "maf: last layer N(0, 1/fan_in) (flowjax's scale)": lambda d, s: _reinit_last(
         flows.maf(d, 5, (128, 128), seed=s), 128 ** -0.5, s),
