@@ -247,6 +247,9 @@ SEEDED = {
     "maf: last layer N(0, 0.01^2)": lambda d, s: _reinit_last(flows.maf(d, 5, (128, 128), seed=s), 1e-2, s),
     "maf: last layer N(0, 1/fan_in) (flowjax's scale)": lambda d, s: _reinit_last(
         flows.maf(d, 5, (128, 128), seed=s), 128 ** -0.5, s),
+    "realnvp: residual conditioners": lambda d, s: flows.realnvp(d, 8, (128, 128), seed=s, residual=True),
+    "spline: residual conditioners": lambda d, s: flows.spline(d, 8, (128, 128), num_bins=8, bound=4.0, seed=s,
+                                                               residual=True),
     "nice: now (seeded)": lambda d, s: flows.nice(d, 8, (128, 128), seed=s),
     "nice: base learns its mean only": lambda d, s: flows.nice(d, 8, (128, 128), seed=s,
                                                                base=_gaussian_base(d, ("mean",))),

@@ -63,6 +63,9 @@ class MLP(nn.Module):
       hidden_init: "lecun" (flax's default: lecun-normal kernels, zero biases) or
         "uniform" (PyTorch's and Equinox's default: kernels and biases drawn from
         U(-1/sqrt(fan_in), 1/sqrt(fan_in))) for the hidden layers.
+      residual: skip connections: each hidden layer after the first whose width equals
+        its input's adds its input, h -> h + act(W h + b) (the same parameters and
+        initialisation; a residual conditioner).
     """
 
     hidden: Sequence[int]
@@ -71,17 +74,19 @@ class MLP(nn.Module):
     zero_init_last: bool = False
     hidden_init: str = "lecun"
     last_init_scale: float = 0.0
+    residual: bool = False
 
     @nn.compact
     def __call__(self, x):
         act = activation_fn(self.activation)
         check_hidden_init(self.hidden_init, "MLP")
-        for width in self.hidden:
+        for i, width in enumerate(self.hidden):
             if self.hidden_init == "uniform":
                 init = _fan_in_uniform(x.shape[-1])
-                x = act(nn.Dense(width, kernel_init=init, bias_init=init)(x))
+                y = act(nn.Dense(width, kernel_init=init, bias_init=init)(x))
             else:
-                x = act(nn.Dense(width)(x))
+                y = act(nn.Dense(width)(x))
+            x = x + y if self.residual and i > 0 and x.shape[-1] == width else y
         if self.zero_init_last:
             kernel = nn.initializers.normal(self.last_init_scale) if self.last_init_scale > 0 else nn.initializers.zeros
             last = nn.Dense(self.out, kernel_init=kernel, bias_init=nn.initializers.zeros)

@@ -24,6 +24,7 @@ BIJECTORS = {
     "affine_coupling_swap": (
         lambda d: flows.coupling(d, flows.affine(), mask=flows.half_mask(d, swap=True), hidden=H), 1.0, 0.05),
     "affine_coupling_exp": (lambda d: flows.coupling(d, flows.affine("exp"), hidden=H), 1.0, 0.05),
+    "affine_coupling_residual": (lambda d: flows.coupling(d, flows.affine(), hidden=H, residual=True), 1.0, 0.05),
     "affine_coupling_parity": (
         lambda d: flows.coupling(d, flows.affine(), mask=flows.parity_mask(d), hidden=H), 1.0, 0.05),
     "scale": (core.scale, 1.0, 0.3),

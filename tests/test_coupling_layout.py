@@ -47,6 +47,38 @@ def test_coordinates_land_where_the_mask_says(name, dim):
     np.testing.assert_allclose(z_back, z, atol=1e-5)
 
 
+def test_residual_conditioner_adds_each_equal_width_layer_to_its_input():
+    """``residual=True``: h -> h + relu(W h + b) between hidden layers of equal width (none where the width
+    changes), the same parameters as the plain MLP; a coupling built with it conditions through that net."""
+    x = jax.random.normal(jax.random.key(0), (3,))
+    for hidden in ((8, 8, 8), (8, 16, 16)):
+        plain, res = MLP(hidden, 4), MLP(hidden, 4, residual=True)
+        params = plain.init(jax.random.key(1), x)
+        assert jax.tree.structure(res.init(jax.random.key(1), x)) == jax.tree.structure(params)
+        p = params["params"]
+        h = jax.nn.relu(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+        for i, width in enumerate(hidden[1:], start=1):
+            y = jax.nn.relu(h @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"])
+            h = h + y if h.shape[-1] == width else y
+        out = h @ p[f"Dense_{len(hidden)}"]["kernel"] + p[f"Dense_{len(hidden)}"]["bias"]
+        np.testing.assert_allclose(res.apply(params, x), out, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(plain.apply(params, x), out, atol=1e-3)  # the skips change the function
+
+    mask = half_mask(6)
+    layer = coupling(6, affine("exp"), mask=mask, hidden=(8, 8), residual=True)
+    params = perturb(layer.init(jax.random.key(0)), jax.random.key(1))
+    z = jax.random.normal(jax.random.key(2), (6,))
+    x_out, log_det = layer.apply_and_log_det(params, z)
+    h = MLP((8, 8), 6, zero_init_last=True, hidden_init="uniform", residual=True).apply(params, z[:3]).reshape(3, 2)
+    u = 5.0 * jnp.tanh(h[:, 0] / 5.0)
+    np.testing.assert_allclose(x_out[3:], z[3:] * jnp.exp(u) + h[:, 1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(log_det, jnp.sum(u), rtol=1e-6)
+    for make in (lambda: coupling(4, affine(), residual="yes"),
+                 lambda: flows.spline(4, 2, (8, 8), kind="autoregressive", residual=True)):
+        with pytest.raises(ValueError, match="residual"):
+            make()
+
+
 def test_default_layouts_are_random_above_two_dims_and_alternating_at_two():
     """mask=None / order=None (the factories' defaults): random halves and orders per layer above 2-D
     (flowjax's random permutations), alternating ones at 2-D; `genlearn fit` records the resolved value,
@@ -121,6 +153,7 @@ SCANNED = {  # name -> flow(num_layers, scan): every factory whose alternating l
     "spline": lambda n, scan: flows.spline(2, n, (8,), scan=scan),
     "spline_autoregressive": lambda n, scan: flows.spline(2, n, (8,), kind="autoregressive", scan=scan),
     "realnvp_parity_5d": lambda n, scan: flows.realnvp(5, n, (8,), mask="parity", scan=scan),
+    "spline_residual": lambda n, scan: flows.spline(2, n, (8, 8), scan=scan, residual=True),
 }
 
 

@@ -181,6 +181,7 @@ def coupling(
     context_dim: int = 0,
     hidden_init: str = "uniform",
     last_init_scale: float = 0.0,
+    residual: bool = False,
 ) -> Bijector:
     """A coupling bijector on R^dim.
 
@@ -201,6 +202,11 @@ def coupling(
       last_init_scale: 0 (the default) zeroes the conditioner's last layer, so the
         coupling starts as the identity; > 0 draws its kernel from N(0, scale^2), a
         coupling near the identity (NICE's default, see :func:`genlearn.flows.nice`).
+      residual: skip connections between the conditioner's equal-width hidden layers
+        (:class:`genlearn.nn.MLP`'s ``residual``). Off by default: in
+        benchmarks/results/flow_ablation.md (stop 41) they help the spline on the 8- and
+        16-D targets and digits but cost it on a 64-D mixture, and cost RealNVP on two
+        moons and the 8-D mixture.
 
     Params are the conditioner's flax params.
     """
@@ -214,6 +220,8 @@ def coupling(
     if any(int(w) < 1 for w in hidden):
         raise ValueError(f"coupling: hidden widths must be >= 1, got {tuple(hidden)}")
     check_hidden_init(hidden_init, "coupling")
+    if not isinstance(residual, (bool, np.bool_)):
+        raise ValueError(f"coupling: residual must be True or False, got {residual!r}")
     if isinstance(last_init_scale, bool) or not (isinstance(last_init_scale, (int, float, np.floating))
                                                   and np.isfinite(last_init_scale) and last_init_scale >= 0):
         raise ValueError(f"coupling: last_init_scale must be a finite number >= 0, got {last_init_scale!r}")
@@ -225,7 +233,7 @@ def coupling(
     assemble = _assembler(cond_idx, trans_idx)
     net = MLP(hidden=tuple(int(w) for w in hidden), out=k * transformer.params_per_dim,
               activation=activation, zero_init_last=True,
-              hidden_init=hidden_init, last_init_scale=float(last_init_scale))
+              hidden_init=hidden_init, last_init_scale=float(last_init_scale), residual=bool(residual))
 
     def init(key):
         return net.init(key, jnp.zeros((cond_idx.size + context_dim,)))
