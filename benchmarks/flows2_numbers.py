@@ -31,10 +31,10 @@ ROWS = ["maf/moons", "spline/moons", "cnf/moons", "iaf/moons", "glow/moons",
         "maf/digits", "spline/digits", "glow/digits"]
 # The targets: standardised held-out NLL on moons, bits/dim on digits.
 TARGETS = {"maf/moons": 1.15, "spline/moons": 1.15, "cnf/moons": 1.25, "maf/digits": 2.25, "spline/digits": 2.25}
-REFERENCES = [  # figures from elsewhere for the table (foundation.md; the text)
-    ("realnvp/moons (foundation)", "1.1755", "–"),
-    ("realnvp/digits (foundation)", "–", "2.282"),
-    ("scikit-learn GaussianMixture, best tried (foundation)", "–", "2.660"),
+REFERENCES = [  # figures from elsewhere for the table (defaults_table.md, foundation.md)
+    ("realnvp/moons (`genlearn fit` defaults, defaults_table.md)", "1.158", "–"),
+    ("realnvp/digits (`genlearn fit` defaults, defaults_table.md)", "–", "2.242"),
+    ("scikit-learn GaussianMixture, best tried (foundation.md)", "–", "2.660"),
 ]
 
 
