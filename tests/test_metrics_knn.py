@@ -9,6 +9,7 @@ from genlearn.data import grid25, grid25_centers, ring8, ring8_centers
 from genlearn.metrics import (
     birthday_support_estimate,
     density_coverage,
+    knn_metrics,
     knn_radii,
     mode_coverage,
     precision_recall,
@@ -41,6 +42,9 @@ def test_prdc_match_reference(d, k):
     assert dc.density == pytest.approx(dens, rel=1e-12)
     assert dc.coverage == pytest.approx(cov, abs=1e-12)
     np.testing.assert_allclose(knn_radii(real, k), np.sort(cdist(real, real), axis=1)[:, k], rtol=1e-9)
+    # all four at once: the same numbers, with the padding of uneven block splits (block 64 over 400 and 300 rows)
+    pr4, dc4 = knn_metrics(real, fake, k, block_size=64)
+    assert pr4 == pr and dc4.coverage == dc.coverage and dc4.density == pytest.approx(dc.density, rel=1e-12)
 
 
 def test_prdc_identical_sets_and_collapse():
@@ -58,8 +62,9 @@ def test_knn_bad_inputs():
     real = np.random.default_rng(0).normal(size=(6, 2))
     with pytest.raises(ValueError, match="k = 6 must be smaller"):
         precision_recall(real, real, 6)
-    with pytest.raises(ValueError, match="k = 5 must be smaller than the number of fake"):
-        precision_recall(real, real[:5], 5)
+    for fn in (precision_recall, knn_metrics):
+        with pytest.raises(ValueError, match="k = 5 must be smaller than the number of fake"):
+            fn(real, real[:5], 5)
     with pytest.raises(ValueError, match="k = 9 must be smaller"):
         density_coverage(real, real, 9)
     with pytest.raises(ValueError, match="dimension mismatch"):

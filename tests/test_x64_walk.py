@@ -447,13 +447,13 @@ def _kernels(c):
             "kid": metrics.kernel_inception_distance(x, y, KEY, subset_size=8, num_subsets=2).mean}
 
 
-@recipe("metrics.knn_radii", "metrics.precision_recall", "metrics.density_coverage",
+@recipe("metrics.knn_radii", "metrics.precision_recall", "metrics.density_coverage", "metrics.knn_metrics",
         "metrics.birthday_support_estimate", "metrics.mode_coverage")
 def _knn(c):
     x, y = c(A), c(B)
     centers = c(np.array([[0.0, 0.0], [1.0, 1.0]]))
     return {"radii": metrics.knn_radii(x, 3), "pr": metrics.precision_recall(x, y, 3),
-            "dc": metrics.density_coverage(x, y, 3),
+            "dc": metrics.density_coverage(x, y, 3), "all4": metrics.knn_metrics(x, y, 3),
             "bday": metrics.birthday_support_estimate(x, KEY, 0.1, batch_sizes=(4, 8), num_trials=4),
             "modes": metrics.mode_coverage(x, centers, 1.0)}
 

@@ -10,7 +10,7 @@ is the right tool).
 * ``frechet``: ``frechet_distance`` (FID formula, eigh-based, stable).
 * ``kernels``: ``mmd2``, ``mmd_permutation_test``, ``energy_distance``,
   ``kernel_inception_distance``.
-* ``knn``: ``precision_recall``, ``density_coverage``,
+* ``knn``: ``precision_recall``, ``density_coverage`` (both at once: ``knn_metrics``),
   ``birthday_support_estimate``.
 * ``modes``: ``mode_coverage`` for mixtures with known centres.
 * ``features``: the shipped digits classifier, ``inception_score``,
@@ -53,6 +53,7 @@ from genlearn.metrics.knn import (
     PrecisionRecall,
     birthday_support_estimate,
     density_coverage,
+    knn_metrics,
     knn_radii,
     precision_recall,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "precision_recall",
     "DensityCoverage",
     "density_coverage",
+    "knn_metrics",
     "BirthdayEstimate",
     "birthday_support_estimate",
     # modes

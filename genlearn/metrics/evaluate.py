@@ -58,7 +58,7 @@ from genlearn.metrics.kernels import (
     mmd2,
     mmd_permutation_test,
 )
-from genlearn.metrics.knn import density_coverage, precision_recall
+from genlearn.metrics.knn import knn_metrics
 from genlearn.metrics.likelihood import log_likelihood_report
 from genlearn.metrics.modes import mode_coverage
 from genlearn.metrics.wasserstein import cost_matrix, sinkhorn_divergence, sliced_wasserstein, wasserstein2_exact
@@ -148,8 +148,7 @@ def evaluate(
     if "kernel" in run:
         _kernel_group(out, x, y, xq, yq, keys, max_test, num_permutations)
     if "knn" in run and k < min(xq.shape[0], yq.shape[0]):
-        pr = precision_recall(yq, xq, k)
-        dc = density_coverage(yq, xq, k)
+        pr, dc = knn_metrics(yq, xq, k)
         out.update(precision=pr.precision, recall=pr.recall, density=dc.density, coverage=dc.coverage,
                    knn_k=float(k))
     if "modes" in run and centers is not None:
