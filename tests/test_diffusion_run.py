@@ -7,15 +7,25 @@ import os
 import numpy as np
 import pytest
 
-from genlearn import runs
+from genlearn import registry, runs
 from genlearn.cli import main
 from genlearn.data import load_dataset
+
+COARSE = 24  # density.png's grid per axis here: each grid point is an ODE solve (the family's own: 60 or 120)
+
+
+@pytest.fixture
+def coarse_density(monkeypatch):
+    """The diffusion family with a coarse density.png grid, so the figure code runs at a fraction of its cost."""
+    registry.get("diffusion")  # loads the built-in families
+    monkeypatch.setitem(registry._FAMILIES, "diffusion", registry.get("diffusion")._replace(density_resolution=COARSE))
+
 
 TINY = {"hidden": [48, 48], "steps": 400, "batch_size": 256, "learning_rate": 3e-3, "eval_every": 200,
         "sample_nfe": 50, "rtol": 1e-2, "atol": 1e-2, "bound_num_t": 4, "ema_decay": 0.99}
 
 
-def test_diffusion_learns_a_toy_and_writes_its_run(tmp_path):
+def test_diffusion_learns_a_toy_and_writes_its_run(tmp_path, coarse_density):
     """400 steps on a small ring8: the probability-flow NLL and the bound are far below the best Gaussian's,
     all modes are found, and the run reloads."""
     ds = load_dataset("ring8", n_train=2000, n_test=300)
@@ -27,7 +37,7 @@ def test_diffusion_learns_a_toy_and_writes_its_run(tmp_path):
     # ring8's default: the network over a mixture fitted by EM (the network alone: the next test)
     assert cfg["options"]["base"] == "mixture" and cfg["options"]["sampler"] == "ancestral"
     assert metrics["test_nll_standardized"] < -3.2, metrics
-    assert np.load(os.path.join(out, "density.npz"))["log_density"].shape == (60 * 60,)  # its density_resolution
+    assert np.load(os.path.join(out, "density.npz"))["log_density"].shape == (COARSE * COARSE,)
     # the bound is on the stochastic sampler's model, not the ODE's: it is only checked to be a learnt value
     assert metrics["test_nll_bound_standardized"] < 2.0
     assert metrics["modes_covered"] == 8, metrics
@@ -39,7 +49,7 @@ def test_diffusion_learns_a_toy_and_writes_its_run(tmp_path):
     assert np.isfinite(lp).all()
 
 
-def test_the_network_alone_learns_a_toy_and_old_runs_rebuild_without_a_base(tmp_path):
+def test_the_network_alone_learns_a_toy_and_old_runs_rebuild_without_a_base(tmp_path, coarse_density):
     """``--base none`` (and a config saved before the option: no ``base`` key) is the network alone."""
     ds = load_dataset("ring8", n_train=2000, n_test=300)
     out = str(tmp_path / "run")
@@ -53,6 +63,16 @@ def test_the_network_alone_learns_a_toy_and_old_runs_rebuild_without_a_base(tmp_
     run = runs.load(out)  # rebuilt without a base: the saved params and the test NLL are the network's
     np.testing.assert_allclose(-np.mean(np.asarray(run.log_prob(ds.test), np.float64)), metrics["test_nll"],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_density_png_grid_is_coarser_over_a_mixture_base():
+    """The family's own density.png grid (the tests above draw a coarser one): 60 points per axis over a
+    mixture base, the library's 120 for the network alone."""
+    from genlearn.plotting import DENSITY_RESOLUTION
+
+    fam = registry.get("diffusion")
+    assert fam.density_resolution({"base": "mixture"}) == 60
+    assert fam.density_resolution({"base": "none"}) == fam.density_resolution({}) == DENSITY_RESOLUTION == 120
 
 
 @pytest.mark.parametrize("flags,message", [
