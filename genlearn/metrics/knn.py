@@ -89,34 +89,36 @@ def _covered(points, point_mask, centers, sq_radii, block: int):
     return row_reduce(rows, jnp.concatenate([centers, sq_radii[:, None]], axis=1), block)
 
 
+def _masked_sq_radii(x, mask, k: int, block: int):
+    """Squared ``NND_k`` of the unmasked rows, -1 (no ball) at the padded ones."""
+    return jnp.where(mask > 0, _knn_sq_radii(x, mask, k, block), -1.0)
+
+
+def _share(mask, values, per: float = 1.0):
+    """``sum(values over unmasked rows) / (per * number of unmasked rows)``."""
+    return mask @ values.astype(mask.dtype) / (per * jnp.sum(mask))
+
+
 @partial(jax.jit, static_argnames=("k", "block"))
 def _precision_recall(r, r_mask, f, f_mask, k: int, block: int):
-    r_rad = jnp.where(r_mask > 0, _knn_sq_radii(r, r_mask, k, block), -1.0)
-    f_rad = jnp.where(f_mask > 0, _knn_sq_radii(f, f_mask, k, block), -1.0)
-    precision = f_mask @ (_ball_counts(f, r, r_rad, block) > 0).astype(r.dtype) / jnp.sum(f_mask)
-    recall = r_mask @ (_ball_counts(r, f, f_rad, block) > 0).astype(r.dtype) / jnp.sum(r_mask)
-    return precision, recall
+    r_rad, f_rad = _masked_sq_radii(r, r_mask, k, block), _masked_sq_radii(f, f_mask, k, block)
+    return (_share(f_mask, _ball_counts(f, r, r_rad, block) > 0),
+            _share(r_mask, _ball_counts(r, f, f_rad, block) > 0))
 
 
 @partial(jax.jit, static_argnames=("k", "block"))
 def _density_coverage(r, r_mask, f, f_mask, k: int, block: int):
-    r_rad = jnp.where(r_mask > 0, _knn_sq_radii(r, r_mask, k, block), -1.0)
-    density = f_mask @ _ball_counts(f, r, r_rad, block).astype(r.dtype) / (k * jnp.sum(f_mask))
-    coverage = r_mask @ _covered(f, f_mask, r, r_rad, block).astype(r.dtype) / jnp.sum(r_mask)
-    return density, coverage
+    r_rad = _masked_sq_radii(r, r_mask, k, block)
+    return _share(f_mask, _ball_counts(f, r, r_rad, block), k), _share(r_mask, _covered(f, f_mask, r, r_rad, block))
 
 
 @partial(jax.jit, static_argnames=("k", "block"))
 def _all_four(r, r_mask, f, f_mask, k: int, block: int):
     """Precision, recall, density and coverage from one pass: the real radii and ball counts computed once."""
-    r_rad = jnp.where(r_mask > 0, _knn_sq_radii(r, r_mask, k, block), -1.0)
-    f_rad = jnp.where(f_mask > 0, _knn_sq_radii(f, f_mask, k, block), -1.0)
+    r_rad, f_rad = _masked_sq_radii(r, r_mask, k, block), _masked_sq_radii(f, f_mask, k, block)
     counts = _ball_counts(f, r, r_rad, block)
-    precision = f_mask @ (counts > 0).astype(r.dtype) / jnp.sum(f_mask)
-    recall = r_mask @ (_ball_counts(r, f, f_rad, block) > 0).astype(r.dtype) / jnp.sum(r_mask)
-    density = f_mask @ counts.astype(r.dtype) / (k * jnp.sum(f_mask))
-    coverage = r_mask @ _covered(f, f_mask, r, r_rad, block).astype(r.dtype) / jnp.sum(r_mask)
-    return precision, recall, density, coverage
+    return (_share(f_mask, counts > 0), _share(r_mask, _ball_counts(r, f, f_rad, block) > 0),
+            _share(f_mask, counts, k), _share(r_mask, _covered(f, f_mask, r, r_rad, block)))
 
 
 @partial(jax.jit, static_argnames=("k", "block"))
