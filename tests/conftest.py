@@ -1,18 +1,28 @@
 import os
 
+import pytest
+
 # Keep the suite within CI's budget on 2 cores. Most test time is XLA compilation of small
 # programs; the backend's optimisation passes cost ~20 % of it and buy nothing at test sizes, and
 # XLA:CPU's MLIR fusion emitters compile ~40 % slower than its older LLVM IR emitters (tests/
 # test_flows_autoregressive.py alone: 32 s -> 20 s; six flow test files on -n 2: 212 s -> 117 s).
 # Benchmarks and users keep XLA's defaults. Subprocesses and notebook kernels inherit this.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true --xla_backend_optimization_level=0 "
-                                   "--xla_cpu_use_fusion_emitters=false")
+# The optimisation level is jax's `jax_disable_most_optimizations` (XLA backend level 0) rather than an
+# XLA flag, so that a test that runs more than it compiles can switch it back on: mark it
+# `@pytest.mark.optimized` (see _xla_optimisation below).
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true --xla_cpu_use_fusion_emitters=false")
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 
 # No persistent compilation cache. A session-wide cache shared by both xdist workers and their
 # subprocesses cut ~20 % of the suite's time, but workers died with it: a SIGSEGV in jax's
 # compilation_cache.get_executable_and_time -> deserialize_executable (tests/test_train.py, orbax's
 # async checkpoint threads alive), and CI's run of 5cc78f7 lost a worker in tests/test_stability.py.
-# A lost worker fails the suite. The XLA flags above more than make up the time. A user's own
+# A lost worker fails the suite. The XLA flags above more than make up the time.
+# Measured again with jax 0.10.2 (tests/test_stability.py, test_registry_training.py, test_train.py, test_cli.py
+# and test_bijectors.py on -n 2; 393 s without a cache): one shared cache with a size limit (jax then locks
+# each read and write, which would make sharing safe) and every compilation cached ran past 900 s, since jax
+# scans the directory for eviction at each write; a private cache per worker without a limit took 406 s. At
+# optimisation level 0 a compilation is too cheap for the cache to pay. A user's own
 # JAX_COMPILATION_CACHE_DIR is switched off here too, so that every run of the suite is the one CI runs.
 os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
 
@@ -68,3 +78,22 @@ def pytest_collection_modifyitems(config, items):
         return len(_LONG_FIRST)
 
     items.sort(key=rank)  # stable: the rest keeps its order
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimisation(request, monkeypatch):
+    """XLA's default optimisation for tests marked `optimized`: those that execute long training or sampling
+    loops, where optimised code pays for its longer compile (measured per test: `--junitxml` of the slowest
+    tests with and without it). The subprocesses such a test starts inherit it through the environment."""
+    if request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "false")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
