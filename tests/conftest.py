@@ -17,7 +17,7 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 # subprocesses cut ~20 % of the suite's time, but workers died with it: a SIGSEGV in jax's
 # compilation_cache.get_executable_and_time -> deserialize_executable (tests/test_train.py, orbax's
 # async checkpoint threads alive), and CI's run of 5cc78f7 lost a worker in tests/test_stability.py.
-# A lost worker fails the suite. The XLA flags above more than make up the time.
+# A lost worker fails the suite. The settings above more than make up the time.
 # Measured again with jax 0.10.2 (tests/test_stability.py, test_registry_training.py, test_train.py, test_cli.py
 # and test_bijectors.py on -n 2; 393 s without a cache): one shared cache with a size limit (jax then locks
 # each read and write, which would make sharing safe) and every compilation cached ran past 900 s, since jax
