@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -80,20 +81,31 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: the rest keeps its order
 
 
-@pytest.fixture(autouse=True)
-def _xla_optimisation(request, monkeypatch):
-    """XLA's default optimisation for tests marked `optimized`: those that execute long training or sampling
-    loops, where optimised code pays for its longer compile (measured per test: `--junitxml` of the slowest
-    tests with and without it). The subprocesses such a test starts inherit it through the environment."""
-    if request.node.get_closest_marker("optimized") is None:
-        yield
-        return
+@contextlib.contextmanager
+def optimised_compilation():
+    """XLA's default optimisation inside the block, for this process and the subprocesses it starts."""
     import jax
 
-    before = jax.config.read("jax_disable_most_optimizations")
-    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "false")
+    before, env = jax.config.read("jax_disable_most_optimizations"), os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "false"
     jax.config.update("jax_disable_most_optimizations", False)
     try:
         yield
     finally:
         jax.config.update("jax_disable_most_optimizations", before)
+        if env is None:
+            os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")
+        else:
+            os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = env
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimisation(request):
+    """XLA's default optimisation for tests marked `optimized`: those that execute long training or sampling
+    loops, where optimised code pays for its longer compile (measured per test: `--junitxml` of the slowest
+    tests with and without it)."""
+    if request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    with optimised_compilation():
+        yield

@@ -25,10 +25,11 @@ FAMILIES = ("realnvp", "nice", "maf", "iaf", "spline", "glow", pytest.param("cnf
 STEPS = 400
 # held-out ring8 NLL (standardised) after the 400 steps must be below these: measured -0.95, 1.41,
 # -0.57, -0.37, -2.23, -0.60, -2.70 here, each bound ~0.5 nats above; the best Gaussian scores
-# log(2 pi) + 1 = 2.84. RealNVP's value after only 400 steps depends on rounding: with data keys 10, 11, 12
-# it reached -0.47, -0.47, -0.79 at the suite's XLA optimisation level 0 but 0.63, 0.21, -0.72 at XLA's
-# defaults (what users run), so its bound sits ~0.6 above the worst of the six, still 1.6 below the Gaussian. NICE with exactly zero-initialised couplings sat there, at the symmetric saddle
-# (init_scale=0.0: 2.838 after these 400 steps), hence its init_scale default.
+# log(2 pi) + 1 = 2.84. NICE with exactly zero-initialised couplings sat at that value, at the symmetric
+# saddle (init_scale=0.0: 2.838 after these 400 steps), hence its init_scale default. RealNVP's value after
+# only 400 steps depends on rounding: with data keys 10, 11, 12 it reached -0.47, -0.47, -0.79 at the suite's
+# XLA optimisation level 0 but 0.63, 0.21, -0.72 at XLA's defaults (what users run), so its bound sits ~0.6
+# above the worst of the six, still 1.6 below the Gaussian.
 LEARNED = {"realnvp": 1.2, "nice": 1.9, "maf": -0.1, "iaf": 0.1, "spline": -1.7, "glow": -0.1, "cnf": -2.2}
 
 
@@ -64,8 +65,7 @@ def test_library_defaults_train_without_spikes(family):
 # RealNVP (the CLI main job whose loss.png showed the spike) runs in the default suite; the CLI trains every
 # flow family through the same trainer and clipping as gl.train.fit, so the others are `-m slow` (~3 CPU-minutes).
 CLI_FAMILIES = (pytest.param("realnvp", marks=pytest.mark.optimized),  # 24.1 -> 15.8 s optimised
-                *(pytest.param(f, marks=pytest.mark.slow)
-                             for f in ("nice", "maf", "iaf", "spline", "glow", "cnf")))
+                *(pytest.param(f, marks=pytest.mark.slow) for f in ("nice", "maf", "iaf", "spline", "glow", "cnf")))
 
 
 @pytest.mark.parametrize("family", CLI_FAMILIES)

@@ -29,4 +29,11 @@ def test_marked_tests_compile_with_xlas_defaults_and_so_do_their_subprocesses():
 
 
 def test_the_switch_is_restored_after_a_marked_test():
-    test_unmarked_tests_run_at_the_suites_setting()
+    from tests.conftest import optimised_compilation
+
+    setting, env = jax.config.read("jax_disable_most_optimizations"), os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"]
+    with optimised_compilation():
+        assert jax.config.read("jax_disable_most_optimizations") is False
+        assert os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "false"
+    assert jax.config.read("jax_disable_most_optimizations") is setting
+    assert os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == env
