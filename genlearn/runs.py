@@ -93,16 +93,40 @@ def _finite(tree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(tree))
 
 
-def _log_prob_fn(model: Model, key: jax.Array | None = None):
-    """``(params, x) -> (n,)``, jitted; a stochastic log-density gets ``key``."""
+_EVAL_CHUNK = 1024
+
+
+def _log_prob_fn(model: Model, key: jax.Array | None = None, chunk: int = _EVAL_CHUNK):
+    """``(params, x) -> (n,)``: the model's log-density, jitted, on ``x`` in chunks of one padded size.
+
+    A jitted function compiles once per input shape. Rows go through in chunks of ``chunk`` rows
+    (the next power of two from 64, for smaller sets), the last chunk padded by repeating its
+    first row, so a fit's train and test evaluations and its density grid share one program instead of
+    compiling one per set size and remainder (a CNF's ODE-solved log-density: ~3.5 s per compilation on 2
+    cores). A stochastic log-density (``log_prob_needs_key``) gets ``key`` and sees the whole set at once.
+    """
     if model.log_prob_needs_key:
         key = jax.random.PRNGKey(0) if key is None else key
         return jax.jit(lambda p, x: model.log_prob(p, x, key))
-    return jax.jit(model.log_prob)
+    fn = jax.jit(model.log_prob)
+
+    def log_prob(params, x):
+        x = np.asarray(x)  # chunks are cut on the host: slicing a device array compiles per offset and size
+        n = x.shape[0]
+        size = chunk if n >= chunk else max(64, 1 << (n - 1).bit_length())
+        parts = []
+        for i in range(0, n, size):
+            rows = x[i:i + size]
+            if rows.shape[0] < size:
+                rows = np.concatenate([rows, np.repeat(rows[:1], size - rows.shape[0], axis=0)])
+            parts.append(np.asarray(fn(params, rows)))
+        return np.concatenate(parts)[:n]
+
+    return log_prob
 
 
 def evaluate_nll(model: Model, params, x: np.ndarray, *, levels: int | None, key: jax.Array,
-                 num_draws: int = 8, batch: int = 4096) -> dict:
+                 num_draws: int = 8, batch: int = _EVAL_CHUNK) -> dict:
     """Mean negative log-likelihood in nats per example of ``x`` as given.
 
     For discrete data (``levels`` not None) this is the dequantisation bound
@@ -111,21 +135,21 @@ def evaluate_nll(model: Model, params, x: np.ndarray, *, levels: int | None, key
     ``nll_stderr`` and ``bits_per_dim`` = nll / (d ln 2). ``zero_density``
     counts points of zero density (``log p = -inf``, e.g. outside a
     histogram's box); ``nll`` is None then. A stochastic log-density
-    (``log_prob_needs_key``) is evaluated on the whole set at once.
+    (``log_prob_needs_key``) is evaluated on the whole set at once; any other
+    in chunks of ``batch`` rows (one compiled program whatever the set's size).
 
     Raises:
       FloatingPointError: the log-density is NaN or +inf somewhere.
     """
-    x = jnp.asarray(check_data(x, "evaluation data", dim=model.dim))
+    x = np.asarray(check_data(x, "evaluation data", dim=model.dim))
     k_lp, k_deq = jax.random.split(key) if model.log_prob_needs_key else (None, key)
-    log_prob = _log_prob_fn(model, k_lp)
-    step = x.shape[0] if model.log_prob_needs_key else batch
+    log_prob = _log_prob_fn(model, k_lp, batch)
 
     def draw(xs):
-        lp = jnp.concatenate([log_prob(params, xs[i:i + step]) for i in range(0, xs.shape[0], step)])
-        if bool(jnp.any(jnp.isnan(lp) | (lp == jnp.inf))):
+        lp = log_prob(params, xs)
+        if np.any(np.isnan(lp) | (lp == np.inf)):
             raise FloatingPointError("the model's log-likelihood on the evaluation data is not finite")
-        return -float(jnp.mean(lp)), int(jnp.sum(lp == -jnp.inf))
+        return -float(np.mean(lp, dtype=np.float64)), int(np.sum(lp == -np.inf))
 
     if levels is None:
         value, zero = draw(x)

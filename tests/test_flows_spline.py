@@ -21,22 +21,24 @@ def test_matches_distrax_rational_quadratic_spline(seed, bins, bound, raw_scale)
     absolute min_bin_size equals our relative minimum times 2B."""
     min_rel, min_d = 1e-3, 1e-3
     t = flows.rational_quadratic(bins, bound, min_rel, min_rel, min_d)
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    rng = np.random.default_rng(seed)
     n = 64
-    h = raw_scale * jax.random.normal(k1, (n, 3 * bins - 1))
-    z = 1.5 * bound * jax.random.normal(k2, (n,))  # inside and in the tails
-    pad = jnp.zeros((n, 1))
-    # one compiled program per map instead of one per operation (each example has its own shapes)
-    ref = distrax.RationalQuadraticSpline(
-        jnp.concatenate([h[:, : 2 * bins], pad, h[:, 2 * bins :], pad], axis=1),
-        range_min=-bound, range_max=bound, boundary_slopes="identity",
-        min_bin_size=2 * bound * min_rel, min_knot_slope=min_d)
-    x, ld = jax.jit(t.forward)(h, z)
-    x_ref, ld_ref = jax.jit(ref.forward_and_log_det)(z)
+    h = (raw_scale * rng.standard_normal((n, 3 * bins - 1))).astype(np.float32)
+    z = (1.5 * bound * rng.standard_normal(n)).astype(np.float32)  # inside and in the tails
+
+    @jax.jit  # one compiled program per example (each has its own shapes), not one per map or operation
+    def maps(h, z):
+        pad = jnp.zeros((n, 1))
+        ref = distrax.RationalQuadraticSpline(
+            jnp.concatenate([h[:, : 2 * bins], pad, h[:, 2 * bins :], pad], axis=1),
+            range_min=-bound, range_max=bound, boundary_slopes="identity",
+            min_bin_size=2 * bound * min_rel, min_knot_slope=min_d)
+        x, ld = t.forward(h, z)
+        return (x, ld, *ref.forward_and_log_det(z), *t.inverse(h, x), *ref.inverse_and_log_det(x))
+
+    x, ld, x_ref, ld_ref, z_back, ild, z_ref, ild_ref = maps(h, z)
     np.testing.assert_allclose(x, x_ref, atol=2e-5 * bound)
     np.testing.assert_allclose(ld, jnp.sum(ld_ref), atol=1e-3)
-    z_back, ild = jax.jit(t.inverse)(h, x)
-    z_ref, ild_ref = jax.jit(ref.inverse_and_log_det)(x)
     # where the spline is nearly flat the float32 inverse is ill-conditioned (error ~ round-off / slope;
     # ours stays closer to z than distrax's there), so compare with distrax where the slope is moderate
     slope = np.exp(np.asarray(ld_ref))
@@ -70,29 +72,32 @@ def test_linear_tails_match_distrax_inside_and_continue_its_boundary_slopes(seed
     line through (+-B, +-B) with the learned boundary slope; log-det = log of the autodiff derivative."""
     t = flows.rational_quadratic(bins, bound, 1e-3, 1e-3, 1e-3, tails="linear")
     assert t.params_per_dim == 3 * bins + 1
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    rng = np.random.default_rng(seed)
     n = 64
-    h = raw_scale * jax.random.normal(k1, (n, 3 * bins + 1))
-    z = 1.5 * bound * jax.random.normal(k2, (n,))
-    # one compiled program per check instead of one per operation (each example has its own shapes)
-    ref = jax.jit(lambda h, z: distrax.RationalQuadraticSpline(
-        h, range_min=-bound, range_max=bound, boundary_slopes="unconstrained", min_bin_size=2 * bound * 1e-3,
-        min_knot_slope=1e-3).forward_and_log_det(z))
-    x, ld = jax.jit(t.forward)(h, z)
-    x_ref, ld_ref = ref(h, z)
+    h = (raw_scale * rng.standard_normal((n, 3 * bins + 1))).astype(np.float32)
+    z = (1.5 * bound * rng.standard_normal(n)).astype(np.float32)
+
+    @jax.jit  # one compiled program per example (each has its own shapes), not one per map or operation
+    def maps(h, z):
+        ref = distrax.RationalQuadraticSpline(
+            h, range_min=-bound, range_max=bound, boundary_slopes="unconstrained", min_bin_size=2 * bound * 1e-3,
+            min_knot_slope=1e-3)
+        x, ld = t.forward(h, z)
+        slope = jax.vmap(jax.grad(lambda zi, hi: t.forward(hi[None], zi[None])[0][0]))(z, h)
+        lds = jax.vmap(lambda zi, hi: t.forward(hi[None], zi[None])[1])(z, h)
+        ilds = jax.vmap(lambda xi, hi: t.inverse(hi[None], xi[None])[1])(x, h)
+        return x, ld, ref.forward(z), slope, lds, t.inverse(h, x)[0], ilds
+
+    x, ld, x_ref, slope, lds, z_back, ilds = maps(h, z)
     inside = np.abs(np.asarray(z)) < bound
     np.testing.assert_allclose(np.asarray(x)[inside], np.asarray(x_ref)[inside], atol=2e-5 * bound)
-    slope = jax.jit(jax.vmap(jax.grad(lambda zi, hi: t.forward(hi[None], zi[None])[0][0])))(z, h)
-    lds = jax.jit(jax.vmap(lambda zi, hi: t.forward(hi[None], zi[None])[1]))(z, h)
     np.testing.assert_allclose(lds, jnp.log(slope), atol=1e-4)
     np.testing.assert_allclose(ld, jnp.sum(jnp.log(slope)), rtol=1e-4, atol=1e-3)
     d_end = 1e-3 + jax.nn.softplus(h[:, [2 * bins, 3 * bins]] + np.log(np.expm1(1 - 1e-3)))  # left, right
     edge = np.sign(np.asarray(z)) * bound
     want = edge + np.where(np.asarray(z) > 0, d_end[:, 1], d_end[:, 0]) * (np.asarray(z) - edge)
     np.testing.assert_allclose(np.asarray(x)[~inside], want[~inside], rtol=1e-5, atol=1e-5 * bound)
-    z_back, _ = jax.jit(t.inverse)(h, x)
     assert np.all(np.abs(np.asarray(z_back - z)) <= 2e-5 * bound * (1 + 1 / np.asarray(slope)))
-    ilds = jax.jit(jax.vmap(lambda xi, hi: t.inverse(hi[None], xi[None])[1]))(x, h)
     ok = np.asarray(slope) > 1e-3  # the float32 inverse is ill-conditioned where the spline is flat
     np.testing.assert_allclose(np.asarray(ilds)[ok], -np.asarray(lds)[ok], atol=1e-3)
 
