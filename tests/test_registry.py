@@ -173,3 +173,34 @@ def test_cli_and_compare_do_not_import_each_other():
         for first, other in (("genlearn.compare", "genlearn.cli"), ("genlearn.cli", "genlearn.compare"),
                              ("genlearn.runs", "genlearn.cli"), ("genlearn.registry", "genlearn.compare"))])
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def test_evaluate_nll_is_the_mean_log_density_in_one_program_for_every_set_size(caplog):
+    """`runs.evaluate_nll` (fit's and eval's held-out NLL, the density grid, a loaded run's log_prob) cuts rows
+    into padded chunks of one size: its mean equals the model's own log-density's at every set size, sets
+    over 512 rows share one compiled program, and a NaN among the rows is still refused."""
+    import logging
+
+    from genlearn.core import from_flow
+    from genlearn.runs import evaluate_nll
+
+    from genlearn import flows
+
+    model = from_flow(flows.realnvp(2, num_layers=2, hidden=(8,)))
+    params = model.init(jax.random.PRNGKey(0))
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2600, 2)), np.float32)
+    want = -np.asarray(model.log_prob(params, jnp.asarray(x)), np.float64)
+    compiled = []
+    for n in (1, 63, 700, 1024, 1500, 2600):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+            got = evaluate_nll(model, params, x[:n], levels=None, key=jax.random.PRNGKey(2))
+        compiled.append(sum(r.getMessage().startswith("Compiling jit(log_prob)") for r in caplog.records))
+        np.testing.assert_allclose(got["nll"], want[:n].mean(), rtol=1e-6)
+        assert got["zero_density"] == 0
+    # 1 and 63 rows: one program of 64 rows; 700 to 2600 rows: one of 1024
+    assert compiled == [1, 0, 1, 0, 0, 0], compiled
+    bad = x[:1500].copy()
+    bad[1200, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_nll(model, params, bad, levels=None, key=jax.random.PRNGKey(2))
