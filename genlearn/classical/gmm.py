@@ -313,6 +313,31 @@ def _log_prob_jit(cov_type, params, x):
     return jax.nn.logsumexp(_component_log_prob(cov_type, x, params["means"], u) + log_w[None], axis=1)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample_jit(cov_type, n, params, key):
+    """``n`` draws: a component by its weight, then ``mu + U^{-T} eps``; one compiled program per
+    ``(cov_type, n, shapes)`` rather than one per operation."""
+    k_c, k_e = jax.random.split(key)
+    means = params["means"]
+    d = means.shape[1]
+    comp = jax.random.categorical(k_c, params["logits"], shape=(n,))
+    eps = jax.random.normal(k_e, (n, d), means.dtype)
+    u = _raw_to_u(cov_type, params["prec_chol"])
+    if cov_type in ("full", "tied"):
+        eye = jnp.broadcast_to(jnp.eye(d, dtype=u.dtype), u.shape)
+        u_inv = jax.scipy.linalg.solve_triangular(u, eye, lower=False)  # Sigma = U^-T U^-1
+        # x = mu + U^{-T} eps has covariance U^{-T} U^{-1} = Sigma.
+        if cov_type == "full":
+            noise = jnp.einsum("ned,ne->nd", u_inv[comp], eps)
+        else:
+            noise = eps @ u_inv
+    elif cov_type == "diag":
+        noise = eps / u[comp]
+    else:
+        noise = eps / u[comp][:, None]
+    return means[comp] + noise
+
+
 def gmm(
     num_components: int,
     covariance: str = "full",
@@ -485,25 +510,7 @@ def gmm(
     def sample(params, key, n):
         n = check_num_samples(n, "gmm.sample")
         check_key(key, "gmm.sample")
-        k_c, k_e = jax.random.split(key)
-        means = params["means"]
-        d = means.shape[1]
-        comp = jax.random.categorical(k_c, params["logits"], shape=(n,))
-        eps = jax.random.normal(k_e, (n, d), means.dtype)
-        u = _raw_to_u(cov_type, params["prec_chol"])
-        if cov_type in ("full", "tied"):
-            eye = jnp.broadcast_to(jnp.eye(d, dtype=u.dtype), u.shape)
-            u_inv = jax.scipy.linalg.solve_triangular(u, eye, lower=False)  # Sigma = U^-T U^-1
-            # x = mu + U^{-T} eps has covariance U^{-T} U^{-1} = Sigma.
-            if cov_type == "full":
-                noise = jnp.einsum("ned,ne->nd", u_inv[comp], eps)
-            else:
-                noise = eps @ u_inv
-        elif cov_type == "diag":
-            noise = eps / u[comp]
-        else:
-            noise = eps / u[comp][:, None]
-        return means[comp] + noise
+        return _sample_jit(cov_type, n, params, key)
 
     return GMM(
         "gmm", fit, log_prob, sample, init, fit_with_info, responsibilities,
