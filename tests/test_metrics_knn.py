@@ -119,3 +119,18 @@ def test_birthday_support_estimate_on_discrete_support():
     assert birthday_support_estimate(cont, jax.random.PRNGKey(0), 1e-9).support_size == float("inf")
     with pytest.raises(ValueError, match="exceeds the number of samples"):
         birthday_support_estimate(cont[:100], jax.random.PRNGKey(0), 1e-3)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_knn_radii_count_tied_and_duplicate_points_with_multiplicity(k):
+    """NND_k is the (k+1)-th smallest distance of a row counted with multiplicity (the point itself first), as
+    sorting each row of the distance matrix gives: duplicated rows (radius 0 while k copies remain) and ties on
+    a lattice included."""
+    from genlearn.metrics import knn_radii
+
+    rng = np.random.default_rng(k)
+    x = np.concatenate([rng.normal(size=(150, 2)), np.repeat(rng.normal(size=(1, 2)), 4, 0),
+                        np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2),
+                        np.repeat(np.array([[9.0, 9.0]]), 2, 0)])
+    want = np.sort(cdist(x, x), axis=1)[:, k]
+    np.testing.assert_allclose(knn_radii(x, k, block_size=64), want, rtol=1e-12, atol=1e-12)
