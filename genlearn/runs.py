@@ -119,8 +119,8 @@ def _log_prob_fn(model: Model, key: jax.Array | None = None, chunk: int = _EVAL_
             rows = x[i:i + size]
             if rows.shape[0] < size:
                 rows = np.concatenate([rows, np.repeat(rows[:1], size - rows.shape[0], axis=0)])
-            parts.append(np.asarray(fn(params, rows)))
-        return np.concatenate(parts)[:n]
+            parts.append(fn(params, rows))  # dispatched asynchronously; fetched together below
+        return np.concatenate([np.asarray(p) for p in parts])[:n]
 
     return log_prob
 
