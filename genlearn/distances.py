@@ -237,7 +237,7 @@ def check_sinkhorn(epsilon: Any, tol: Any, max_iters: Any) -> None:
 
 
 def sinkhorn_divergence(x: jax.Array, y: jax.Array, epsilon: float, *, tol: float = 1e-9,
-                        max_iters: int = 2000) -> jax.Array:
+                        max_iters: int = 2000, a: jax.Array | None = None, b: jax.Array | None = None) -> jax.Array:
     """Debiased Sinkhorn divergence ``S_eps`` with cost ``||x - y||^2`` (squared scale), by ott-jax.
 
     ``S_eps >= 0``, ``S_eps(x, x) = 0``, ``S_eps -> W2^2`` as ``eps -> 0``.
@@ -247,12 +247,17 @@ def sinkhorn_divergence(x: jax.Array, y: jax.Array, epsilon: float, *, tol: floa
       tol: stop when the L1 marginal error is below ``tol`` (float32 inputs
         cannot reach the default 1e-9 and then run ``max_iters``).
       max_iters: Sinkhorn iterations per term at most.
+      a, b: weights of the points of ``x`` ``(n,)`` and ``y`` ``(m,)``, each summing to 1; None: uniform.
+        Points of weight 0 take no part (padding rows to a fixed size keeps one compilation).
     """
     from ott.geometry import pointcloud
     from ott.tools import sinkhorn_divergence as sd
 
     check_pair(x, y)
     check_sinkhorn(epsilon, tol, max_iters)
-    value, _ = sd.sinkhorn_divergence(pointcloud.PointCloud, x, y, epsilon=epsilon,
+    for name, w, pts in (("a", a, x), ("b", b, y)):
+        if w is not None and jnp.shape(w) != pts.shape[:1]:
+            raise ValueError(f"{name} must have one weight per point, shape {pts.shape[:1]}, got {jnp.shape(w)}")
+    value, _ = sd.sinkhorn_divergence(pointcloud.PointCloud, x, y, epsilon=epsilon, a=a, b=b,
                                       solve_kwargs={"threshold": tol, "max_iterations": max_iters})
     return value

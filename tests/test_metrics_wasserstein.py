@@ -167,3 +167,26 @@ def test_single_point_sets_are_rejected():
         wasserstein_p(x, y[:1], 1.0)
     with pytest.raises(ValueError, match="at least 2 samples"):
         sliced_wasserstein(x[:1], y, jax.random.PRNGKey(0))
+
+
+def test_sinkhorn_divergence_pads_with_weightless_points_and_compiles_once_per_bucket(caplog):
+    """`metrics.sinkhorn_divergence` pads both sets to bucket sizes with points of weight zero: its value is the
+    unpadded divergence's (genlearn.distances with uniform weights), and sizes in one bucket share a program."""
+    import logging
+
+    from genlearn import distances
+
+    rng = np.random.default_rng(7)
+    values = []
+    for n, m in ((70, 53), (90, 60)):  # both pairs pad to (96, 64) rows
+        x, y = rng.normal(size=(n, 2)), rng.normal(size=(m, 2)) + 0.5
+        with jax.enable_x64(True):
+            want = float(distances.sinkhorn_divergence(jnp.asarray(x), jnp.asarray(y), 0.3, tol=1e-9))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+            got = sinkhorn_divergence(x, y, 0.3)
+        values.append(sum(r.getMessage().startswith("Compiling jit(sinkhorn_divergence)") for r in caplog.records))
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert values[0] <= 1 and values[1] == 0, values  # the second pair reuses the first's program
+    with pytest.raises(ValueError, match="one weight per point"):
+        distances.sinkhorn_divergence(jnp.zeros((3, 2)), jnp.ones((4, 2)), 0.1, a=jnp.ones(4) / 4)
