@@ -113,6 +113,8 @@ def _log_prob_fn(model: Model, key: jax.Array | None = None, chunk: int = _EVAL_
     def log_prob(params, x):
         x = np.asarray(x)  # chunks are cut on the host: slicing a device array compiles per offset and size
         n = x.shape[0]
+        if n == 0:  # no rows: the model's own answer (a flow names the empty batch), not numpy's about no chunks
+            return np.asarray(fn(params, x))
         size = chunk if n >= chunk else max(64, 1 << (n - 1).bit_length())
         parts = []
         for i in range(0, n, size):
