@@ -230,7 +230,9 @@ def test_energy_gradient_finite_at_coinciding_points():
 
 
 WEAK = [("moments", {"order": 3}), ("mmd", {"bandwidths": (0.5, 1.0, 2.0)}), ("mmd", {"kernel": "imq"}),
-        ("mmd", {"unbiased": True}), ("energy", {}), ("sinkhorn", {"epsilon": 0.1}),
+        ("mmd", {"unbiased": True}), ("energy", {}),
+        # 150 executed Sinkhorn solves: 10.0 -> 7.4 s at XLA's default optimisation (tests/conftest.py)
+        pytest.param("sinkhorn", {"epsilon": 0.1}, marks=pytest.mark.optimized),
         ("sliced", {"num_projections": 16})]
 
 
