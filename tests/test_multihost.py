@@ -89,7 +89,9 @@ def test_two_processes_equal_one_process(tmp_path):
     script.write_text(SCRIPT)
     out = tmp_path / "params.npz"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    # one CPU device per process: no forced device count, but the suite's other XLA flags (tests/conftest.py)
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if not f.startswith("--xla_force_host_platform_device_count"))
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "genlearn.parallel.launch", "--num-processes", "2",
