@@ -93,6 +93,7 @@ def _pair_sum(fn: Callable, a: jax.Array, b: jax.Array, block: int | None) -> ja
     return jnp.sum(row_reduce(lambda blk: jnp.sum(fn(blk, b), axis=1), a, block))
 
 
+@jax.jit  # one program per shape when called outside jit (op by op, each op would compile on first sight)
 def median_bandwidth(x: jax.Array, y: jax.Array) -> jax.Array:
     """Median heuristic ``h = median_{i<j} ||z_i - z_j||`` of the pooled ``z = [x; y]`` (no gradient).
 
@@ -156,7 +157,11 @@ def mmd2(
     check_pair(x, y, 2 if unbiased else 1)
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    scales = _scales(bandwidth, kernel, x, y)
+    return _mmd2(x, y, _scales(bandwidth, kernel, x, y), bool(unbiased), kernel, block_size)
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5))  # one program per shape and setting when called outside jit
+def _mmd2(x, y, scales, unbiased, kernel, block_size):
     gram = partial(_gram, kernel, scales)
     n, m = x.shape[0], y.shape[0]
     kxx, kyy = _pair_sum(gram, x, x, block_size), _pair_sum(gram, y, y, block_size)
@@ -179,6 +184,11 @@ def energy_distance(x: jax.Array, y: jax.Array, *, block_size: int | None = None
     points is 0, not NaN.
     """
     check_pair(x, y)
+    return _energy_distance(x, y, block_size)
+
+
+@partial(jax.jit, static_argnums=2)  # one program per shape when called outside jit
+def _energy_distance(x, y, block_size):
     n, m = x.shape[0], y.shape[0]
     return (2.0 * _pair_sum(_dists, x, y, block_size) / (n * m) - _pair_sum(_dists, x, x, block_size) / (n * n)
             - _pair_sum(_dists, y, y, block_size) / (m * m))
@@ -250,14 +260,20 @@ def sinkhorn_divergence(x: jax.Array, y: jax.Array, epsilon: float, *, tol: floa
       a, b: weights of the points of ``x`` ``(n,)`` and ``y`` ``(m,)``, each summing to 1; None: uniform.
         Points of weight 0 take no part (padding rows to a fixed size keeps one compilation).
     """
-    from ott.geometry import pointcloud
-    from ott.tools import sinkhorn_divergence as sd
-
     check_pair(x, y)
     check_sinkhorn(epsilon, tol, max_iters)
     for name, w, pts in (("a", a, x), ("b", b, y)):
         if w is not None and jnp.shape(w) != pts.shape[:1]:
             raise ValueError(f"{name} must have one weight per point, shape {pts.shape[:1]}, got {jnp.shape(w)}")
+    return _sinkhorn(x, y, epsilon, tol, max_iters, a, b)
+
+
+@partial(jax.jit, static_argnums=4)
+def _sinkhorn(x, y, epsilon, tol, max_iters, a, b):
+    # One program per shape: called outside jit, ott's geometry set-up would otherwise run (and compile) op by op.
+    from ott.geometry import pointcloud
+    from ott.tools import sinkhorn_divergence as sd
+
     value, _ = sd.sinkhorn_divergence(pointcloud.PointCloud, x, y, epsilon=epsilon, a=a, b=b,
                                       solve_kwargs={"threshold": tol, "max_iterations": max_iters})
     return value

@@ -38,6 +38,7 @@ from genlearn.core.model import Model
 from genlearn.data import (Dataset, check_data, load_dataset, load_source, nats_to_bits_per_dim, quantize,
                            uniform_dequantize)
 from genlearn.data.scaling import standardize_stats
+from genlearn.data.validation import all_finite
 
 __all__ = ["RunError", "LoadedRun", "resolve_options", "fit", "load", "evaluate_nll", "evaluate_run", "default_num_samples",
            "sample_metrics"]
@@ -90,7 +91,7 @@ def resolve_options(family: registry.Family, dataset: Dataset, given: dict | Non
 
 
 def _finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(tree))
+    return all(all_finite(p) for p in jax.tree_util.tree_leaves(tree))
 
 
 _EVAL_CHUNK = 1024

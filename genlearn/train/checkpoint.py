@@ -29,9 +29,10 @@ import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from genlearn.data.validation import all_finite
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "save_pytree", "load_pytree"]
 
@@ -84,9 +85,7 @@ def _check_no_empty_leaves(tree: PyTree) -> None:
 
 def _check_finite(tree: PyTree, what: str) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not bool(
-            jnp.all(jnp.isfinite(leaf))
-        ):
+        if not all_finite(leaf):
             raise FloatingPointError(
                 f"refusing to checkpoint non-finite values in {what}"
                 f"{jax.tree_util.keystr(path)}"

@@ -42,6 +42,7 @@ from genlearn.train.checkpoint import (
     _restore_latest,
     _save_state,
 )
+from genlearn.data.validation import all_finite
 from genlearn.train.step import epoch_permutation
 from genlearn.train.trainer import Trainer
 
@@ -152,19 +153,30 @@ def _check_rows(x, name: str, device_data_bytes=None):
         raise ValueError(f"{name} is empty: shape {tuple(arr.shape)}")
     nbytes = arr.shape[0] * arr.shape[1] * jax.dtypes.canonicalize_dtype(arr.dtype).itemsize
     on_host = device_data_bytes is not None and nbytes > device_data_bytes
-    arr = np.asarray(arr) if on_host else jnp.asarray(arr)
+    # data given on the host are checked there (no compilation per data shape), then moved once
+    check_on_host = on_host or not isinstance(arr, jax.Array)
+    if check_on_host and not on_host:  # in the dtype it will have on the device (float64 beyond float32's range: inf)
+        with np.errstate(over="ignore"):
+            arr = np.asarray(arr, jax.dtypes.canonicalize_dtype(arr.dtype))
+    elif check_on_host:
+        arr = np.asarray(arr)
     if jnp.issubdtype(arr.dtype, jnp.inexact):
         block = max(1, (1 << 26) // (arr.shape[1] * arr.dtype.itemsize))  # 64 MB at a time on the host
         bad = sum(int((~np.isfinite(arr[i: i + block]).all(axis=1)).sum()) for i in range(0, arr.shape[0], block)) \
-            if on_host else int(jnp.sum(~jnp.all(jnp.isfinite(arr), axis=1)))
+            if check_on_host else int(_bad_rows(arr))
         if bad:
             raise ValueError(f"{name} contains NaN or inf in {bad} row{'s' if bad != 1 else ''}")
-    return arr
+    return arr if on_host else jnp.asarray(arr)
+
+
+@jax.jit
+def _bad_rows(arr):
+    return jnp.sum(~jnp.all(jnp.isfinite(arr), axis=1))
 
 
 def _check_params(params: PyTree) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
+        if not all_finite(leaf):
             raise ValueError(f"initial params contain NaN or inf at {jax.tree_util.keystr(path)}")
 
 
