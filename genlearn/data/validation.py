@@ -95,8 +95,7 @@ def all_finite(leaf: Any) -> bool:
     shape, which op-by-op ``jnp.all(jnp.isfinite(leaf))`` would compile (two programs, ~70 ms on first
     sight of each shape on 2 CPU cores). Arrays on an accelerator are reduced there by one jitted program.
     """
-    dtype = np.result_type(leaf) if not isinstance(leaf, jax.Array) else leaf.dtype
-    if not np.issubdtype(dtype, np.inexact) and not jax.dtypes.issubdtype(dtype, np.inexact):
+    if not jax.dtypes.issubdtype(np.result_type(leaf), np.inexact):
         return True
     if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable
                                             and all(d.platform == "cpu" for d in leaf.devices())):

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from genlearn.data.validation import all_finite
 from genlearn.train.checkpoint import (
     CheckpointError,
     _as_arrays,
@@ -42,7 +43,6 @@ from genlearn.train.checkpoint import (
     _restore_latest,
     _save_state,
 )
-from genlearn.data.validation import all_finite
 from genlearn.train.step import epoch_permutation
 from genlearn.train.trainer import Trainer
 
@@ -155,11 +155,9 @@ def _check_rows(x, name: str, device_data_bytes=None):
     on_host = device_data_bytes is not None and nbytes > device_data_bytes
     # data given on the host are checked there (no compilation per data shape), then moved once
     check_on_host = on_host or not isinstance(arr, jax.Array)
-    if check_on_host and not on_host:  # in the dtype it will have on the device (float64 beyond float32's range: inf)
+    if check_on_host:  # in the dtype it will have on the device (float64 beyond float32's range: inf)
         with np.errstate(over="ignore"):
-            arr = np.asarray(arr, jax.dtypes.canonicalize_dtype(arr.dtype))
-    elif check_on_host:
-        arr = np.asarray(arr)
+            arr = np.asarray(arr) if on_host else np.asarray(arr, jax.dtypes.canonicalize_dtype(arr.dtype))
     if jnp.issubdtype(arr.dtype, jnp.inexact):
         block = max(1, (1 << 26) // (arr.shape[1] * arr.dtype.itemsize))  # 64 MB at a time on the host
         bad = sum(int((~np.isfinite(arr[i: i + block]).all(axis=1)).sum()) for i in range(0, arr.shape[0], block)) \
